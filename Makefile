@@ -1,0 +1,37 @@
+# Every target sets up what it needs itself: a fresh clone only needs python3 (>= 3.10).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-fast demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Re-install when the project's dependency list changes.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e '.[dev,demo]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	@echo "make demo: the AV-digits demo is being built (issue 6); for now this runs the model smoke example."
+	$(PY) -c "import torch; from zorro import Zorro; m = Zorro(dim=64, depth=2, heads=2, dim_head=32); print(m(audio=torch.randn(2, 16000), video=torch.randn(2, 3, 4, 32, 32)).shape)"
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,559 @@
+"""The Zorro model: one transformer over audio, fusion and video tokens.
+
+Shape letters: ``b`` batch, ``n_a``/``n_f``/``n_v`` audio/fusion/video tokens, ``r`` return
+tokens, ``D`` model width (``dim``). Audio enters as mono waveforms ``(b, samples)``, video as
+``(b, c, t, h, w)`` float frames.
+
+The forward pass is layered so users reach what they need without surgery:
+
+* :meth:`Zorro.forward_features` -- front-ends, patch embeddings, the masked transformer and
+  the final norm: the final token sequences per modality.
+* :meth:`Zorro.pool` -- the typed return tokens attend to those sequences.
+* :meth:`Zorro.encode` -- both, returning named embeddings (``audio``, ``video``, ``fusion``,
+  ``global``) and the token sequences (:class:`ZorroOutput`).
+* :meth:`Zorro.forward` -- the seed's interface: ``(b, r, D)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from zorro.audio import AudioFrontend
+from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
+from zorro.layers.attention import check_backend
+from zorro.layers.pos_embed import sincos_grid
+from zorro.masks import TokenLayout
+from zorro.tokens import TokenTypes
+
+logger = logging.getLogger(__name__)
+
+SEED_RETURN_TOKEN_TYPES = (TokenTypes.AUDIO, TokenTypes.VIDEO, TokenTypes.FUSION)
+POS_EMBED_KINDS = ("sincos", "none")
+
+
+def _pair(x: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return (x, x)
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(v, int) for v in x):
+        return (int(x[0]), int(x[1]))
+    raise TypeError(f"{name} must be an int or a pair of ints, got {x!r}")
+
+
+def _token_type(x: TokenTypes | str | int) -> TokenTypes:
+    if isinstance(x, TokenTypes):
+        return x
+    if isinstance(x, str) and x.upper() in TokenTypes.__members__:
+        return TokenTypes[x.upper()]
+    if isinstance(x, int) and not isinstance(x, bool) and x in {t.value for t in TokenTypes}:
+        return TokenTypes(x)
+    raise ValueError(f"unknown return token type {x!r}; expected one of {[t.name for t in TokenTypes]}")
+
+
+@dataclass
+class ZorroConfig:
+    """Every constructor option of :class:`Zorro`. The first block are the seed's arguments
+    with the seed's defaults; the second block are this library's additions."""
+
+    dim: int  # model width D
+    depth: int  # number of transformer layers
+    dim_head: int = 64  # width of one attention head
+    heads: int = 8  # attention heads
+    ff_mult: float = 4  # GEGLU hidden width = int(dim * ff_mult * 2 / 3)
+    num_fusion_tokens: int = 16  # learned fusion tokens, shared across the batch
+    audio_patch_size: int | tuple[int, int] = 16  # (freq, time) patch of the audio features
+    video_patch_size: int | tuple[int, int] = 16  # (h, w) of a video tubelet
+    video_temporal_patch_size: int = 2  # frames per video tubelet
+    video_channels: int = 3  # colour channels of the video
+    spec_n_fft: int = 128  # spectrogram front-end: FFT size (samples)
+    spec_power: float = 2  # spectrogram front-end: |STFT| ** power
+    spec_win_length: int = 24  # spectrogram front-end: Hann window length (samples)
+    spec_hop_length: int | None = None  # spectrogram front-end: hop (samples), default win // 2
+    spec_pad: int = 0  # spectrogram front-end: zero padding on both sides (samples)
+    spec_center: bool = True  # spectrogram front-end: centre frames (pad n_fft // 2)
+    spec_pad_mode: str = "reflect"  # spectrogram front-end: padding mode when centring
+    spec_aug_stretch_factor: float = 0.8  # SpecAugment time stretch (1.0 = off), training only
+    spec_aug_freq_mask: int = 80  # SpecAugment max frequency-mask width (bins, 0 = off)
+    spec_aug_time_mask: int = 80  # SpecAugment max time-mask width (frames, 0 = off)
+    return_token_types: tuple[TokenTypes, ...] = SEED_RETURN_TOKEN_TYPES  # one output per entry
+
+    audio_frontend: str = "fbank"  # "fbank" (Kaldi log-mel) or "spectrogram" (the seed's)
+    sample_rate: int = 16000  # expected audio sample rate (Hz)
+    fbank_num_mel_bins: int = 128  # fbank front-end: mel bins
+    fbank_frame_length: float = 25.0  # fbank front-end: window (ms)
+    fbank_frame_shift: float = 10.0  # fbank front-end: hop (ms)
+    audio_mean: float | None = None  # feature normalisation mean (None = off)
+    audio_std: float | None = None  # feature normalisation std (None = off)
+    pos_embed: str = "sincos"  # "sincos" (fixed, any input size) or "none" (the seed)
+    attn_backend: str = "sdpa"  # "sdpa" (block-sparse), "eager" (dense reference) or "flex"
+
+    def __post_init__(self) -> None:
+        self.return_token_types = tuple(_token_type(t) for t in self.return_token_types)
+        if isinstance(self.audio_patch_size, list):
+            self.audio_patch_size = tuple(self.audio_patch_size)
+        if isinstance(self.video_patch_size, list):
+            self.video_patch_size = tuple(self.video_patch_size)
+        for name in ("dim", "depth", "dim_head", "heads", "video_temporal_patch_size", "video_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.num_fusion_tokens, int) or self.num_fusion_tokens < 0:
+            raise ValueError(f"num_fusion_tokens must be an int >= 0, got {self.num_fusion_tokens!r}")
+        if not self.return_token_types:
+            raise ValueError("return_token_types must name at least one return token")
+        if TokenTypes.FUSION in self.return_token_types and self.num_fusion_tokens == 0:
+            raise ValueError("a FUSION return token needs num_fusion_tokens >= 1")
+        if self.pos_embed not in POS_EMBED_KINDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
+        check_backend(self.attn_backend)
+        _pair(self.audio_patch_size, "audio_patch_size")
+        _pair(self.video_patch_size, "video_patch_size")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (token types by name, tuples as lists)."""
+        out = asdict(self)
+        out["return_token_types"] = [t.name for t in self.return_token_types]
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ZorroConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown Zorro config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**dict(data))
+
+
+@dataclass
+class ZorroFeatures:
+    """Final (normed) token sequence of one forward pass and where each modality sits in it.
+
+    Attributes:
+        tokens: ``(b, n, D)`` packed ``[audio | fusion | video]``.
+        layout: token counts per type.
+        audio_grid: ``(freq_patches, time_patches)`` or None without audio.
+        video_grid: ``(T, H, W)`` tubelet grid or None without video.
+    """
+
+    tokens: torch.Tensor
+    layout: TokenLayout
+    audio_grid: tuple[int, int] | None = None
+    video_grid: tuple[int, int, int] | None = None
+
+    def modality(self, token_type: TokenTypes) -> torch.Tensor | None:
+        """``(b, n_type, D)`` tokens of one type, or None when the sequence has none."""
+        span = self.layout.span(token_type)
+        if span.stop == span.start and token_type is not TokenTypes.FUSION:
+            return None
+        return self.tokens[:, span]
+
+
+@dataclass
+class ZorroOutput:
+    """Named results of :meth:`Zorro.encode`.
+
+    Attributes:
+        embeddings: pooled outputs by name, each ``(b, D)``: ``audio`` (o_A), ``video``
+            (o_V), ``fusion`` (o_F), ``global`` (o_G) -- those configured and computable
+            from the inputs given. A type configured twice gets ``_1``, ``_2`` suffixes.
+        audio_tokens: ``(b, n_a, D)`` final audio tokens, or None without audio.
+        video_tokens: ``(b, n_v, D)`` final video tokens, or None without video.
+        fusion_tokens: ``(b, n_f, D)`` final fusion tokens.
+        audio_grid, video_grid: patch grids (see :class:`ZorroFeatures`).
+    """
+
+    embeddings: dict[str, torch.Tensor]
+    audio_tokens: torch.Tensor | None
+    video_tokens: torch.Tensor | None
+    fusion_tokens: torch.Tensor
+    audio_grid: tuple[int, int] | None = None
+    video_grid: tuple[int, int, int] | None = None
+
+
+class Block(nn.Module):
+    """One pre-norm Zorro layer: ``x = attn(x) + x; x = ff(x) + x``."""
+
+    def __init__(self, dim: int, dim_head: int, heads: int, ff_mult: float) -> None:
+        super().__init__()
+        self.attn = SelfAttention(dim, dim_head=dim_head, heads=heads)
+        self.ff = FeedForward(dim, mult=ff_mult)
+
+    def forward(self, x: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
+        """``(b, n, D) -> (b, n, D)``."""
+        x = self.attn(x, plan) + x
+        return self.ff(x) + x
+
+
+class Zorro(nn.Module):
+    """Zorro, the masked multimodal transformer (Recasens et al., 2023).
+
+    Audio tokens attend only to audio, video tokens only to video, and learned fusion tokens
+    to everything, in every layer; so the audio representation never depends on the video
+    and vice versa. Typed return tokens pool the final tokens: AUDIO sees audio tokens only,
+    VIDEO video only, FUSION fusion only, GLOBAL all of them.
+
+    The constructor takes every argument of the ``zorro-pytorch`` seed with the same meaning
+    and defaults (see :class:`ZorroConfig` for all options and their units), plus:
+
+    * ``audio_frontend="fbank"`` (Kaldi log-mel, 128 bins, 25 ms / 10 ms at ``sample_rate``)
+      or ``"spectrogram"`` (the seed's power spectrogram, ``spec_*`` arguments).
+    * ``pos_embed="sincos"``: fixed separable sine-cosine embeddings of the patch grids, so any
+      audio length and any video size that patchifies works; ``"none"`` as in the seed.
+    * ``attn_backend="sdpa"``: block-sparse fused attention; ``"eager"`` is the dense
+      reference; ``"flex"`` uses FlexAttention (see :mod:`zorro.layers.attention`).
+
+    Use :meth:`Zorro.from_zorro_pytorch` to load a ``zorro-pytorch`` state dict.
+    """
+
+    def __init__(self, dim: int | None = None, depth: int | None = None, *, config: ZorroConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            if dim is None or depth is None:
+                raise TypeError("Zorro needs dim and depth (or config=ZorroConfig(...))")
+            config = ZorroConfig(dim=dim, depth=depth, **kwargs)
+        elif dim is not None or depth is not None or kwargs:
+            raise TypeError("pass either config=... or keyword arguments, not both")
+        self.config = config
+        c = config
+
+        self.audio_patch_size = _pair(c.audio_patch_size, "audio_patch_size")
+        self.video_patch_size = (c.video_temporal_patch_size, *_pair(c.video_patch_size, "video_patch_size"))
+        self.return_token_types = c.return_token_types
+        self.max_return_tokens = len(c.return_token_types)
+
+        self.audio_frontend = AudioFrontend(
+            c.audio_frontend,
+            sample_rate=c.sample_rate,
+            n_fft=c.spec_n_fft,
+            win_length=c.spec_win_length,
+            hop_length=c.spec_hop_length,
+            power=c.spec_power,
+            pad=c.spec_pad,
+            center=c.spec_center,
+            pad_mode=c.spec_pad_mode,
+            num_mel_bins=c.fbank_num_mel_bins,
+            frame_length=c.fbank_frame_length,
+            frame_shift=c.fbank_frame_shift,
+            mean=c.audio_mean,
+            std=c.audio_std,
+            spec_aug_freq_mask=c.spec_aug_freq_mask,
+            spec_aug_time_mask=c.spec_aug_time_mask,
+            spec_aug_stretch_factor=c.spec_aug_stretch_factor,
+        )
+        if self.audio_frontend.num_freq_bins < self.audio_patch_size[0]:
+            raise ValueError(
+                f"the audio front-end gives {self.audio_frontend.num_freq_bins} frequency bins, fewer than the "
+                f"audio patch height {self.audio_patch_size[0]}"
+            )
+        self.audio_embed = AudioPatchEmbed(self.audio_patch_size, c.dim)
+        self.video_embed = VideoPatchEmbed(self.video_patch_size, c.video_channels, c.dim)
+        self.fusion_tokens = nn.Parameter(torch.randn(c.num_fusion_tokens, c.dim))
+        self.blocks = nn.ModuleList([Block(c.dim, c.dim_head, c.heads, c.ff_mult) for _ in range(c.depth)])
+        self.norm = LayerNorm(c.dim)
+        self.return_tokens = nn.Parameter(torch.randn(self.max_return_tokens, c.dim))
+        self.attn_pool = AttentionPool(c.dim, dim_head=c.dim_head, heads=c.heads)
+        self._warned_crop = False
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_zorro_pytorch(cls, state_dict: Mapping[str, torch.Tensor], **seed_kwargs: Any) -> "Zorro":
+        """Build a seed-compatible model from a ``zorro-pytorch`` state dict.
+
+        Seed-compatible mode: the seed's power spectrogram front-end, no positional
+        embeddings, the seed's layer arithmetic. The result computes the seed's function with
+        the seed's pooling-mask defect fixed (SPEC section 4.1). Keys are mapped by
+        :func:`zorro.convert.convert_seed_state_dict` and loaded strictly.
+
+        Args:
+            state_dict: the seed model's ``state_dict()``.
+            **seed_kwargs: the seed constructor's arguments (``heads``, ``dim_head``,
+                ``spec_*``, patch sizes, ``return_token_types``, ...). ``dim``, ``depth`` and
+                ``num_fusion_tokens`` are read from the weights when not given.
+                ``attn_backend`` may be added; other options of this library may not.
+        """
+        from zorro.convert import convert_seed_state_dict, infer_seed_shape
+
+        seed_names = {f.name for f in fields(ZorroConfig)} - {
+            "audio_frontend", "sample_rate", "fbank_num_mel_bins", "fbank_frame_length", "fbank_frame_shift",
+            "audio_mean", "audio_std", "pos_embed",
+        }
+        foreign = sorted(set(seed_kwargs) - seed_names)
+        if foreign:
+            raise TypeError(f"from_zorro_pytorch takes the seed's constructor arguments (and attn_backend); got {foreign}")
+        inferred = infer_seed_shape(state_dict)
+        for key, value in inferred.items():
+            if key in seed_kwargs and seed_kwargs[key] != value:
+                raise ValueError(f"{key}={seed_kwargs[key]} was given but the weights have {key}={value}")
+        kwargs = {**inferred, **seed_kwargs}
+        model = cls(**kwargs, audio_frontend="spectrogram", pos_embed="none")
+        n_return = state_dict["return_tokens"].shape[0]
+        if n_return != model.max_return_tokens:
+            raise ValueError(
+                f"the weights hold {n_return} return tokens but return_token_types has {model.max_return_tokens} "
+                f"({[t.name for t in model.return_token_types]}); pass the seed's return_token_types"
+            )
+        converted = convert_seed_state_dict(state_dict)
+        try:
+            model.load_state_dict(converted, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"the zorro-pytorch weights do not fit the constructor arguments given: {err}") from None
+        return model
+
+    # ------------------------------------------------------------------ options
+
+    @property
+    def attn_backend(self) -> str:
+        """Current attention backend name."""
+        return self.config.attn_backend
+
+    def set_attn_backend(self, name: str) -> "Zorro":
+        """Switch the attention backend (``"sdpa"``, ``"eager"``, ``"flex"``); returns self.
+
+        The backends compute the same function; only speed and memory differ.
+        """
+        self.config.attn_backend = check_backend(name)
+        return self
+
+    # ------------------------------------------------------------------ input checks
+
+    def _check_audio(self, audio: Any) -> torch.Tensor:
+        if not isinstance(audio, torch.Tensor):
+            raise TypeError(f"audio must be a torch.Tensor of shape (batch, samples), got {type(audio).__name__}")
+        if not audio.is_floating_point():
+            raise TypeError(f"audio must be a floating-point waveform in [-1, 1], got dtype {audio.dtype}")
+        if audio.dim() != 2:
+            hint = " (a channel dimension? mix to mono with audio.mean(dim=1))" if audio.dim() == 3 else ""
+            hint = " (one clip? use audio[None])" if audio.dim() == 1 else hint
+            raise ValueError(f"audio must have shape (batch, samples), got {tuple(audio.shape)}{hint}")
+        return audio
+
+    def _check_video(self, video: Any) -> torch.Tensor:
+        c = self.config
+        if not isinstance(video, torch.Tensor):
+            raise TypeError(f"video must be a torch.Tensor of shape (batch, channels, frames, height, width), got {type(video).__name__}")
+        if not video.is_floating_point():
+            raise TypeError(f"video must be floating point (convert uint8 frames with .float() / 255 and normalise), got dtype {video.dtype}")
+        if video.dim() != 5:
+            raise ValueError(f"video must have shape (batch, {c.video_channels}, frames, height, width), got {tuple(video.shape)}")
+        if video.shape[1] != c.video_channels:
+            raise ValueError(
+                f"video must have {c.video_channels} channels in dim 1, shape (batch, {c.video_channels}, frames, height, width); "
+                f"got {tuple(video.shape)}"
+            )
+        thw = tuple(video.shape[2:])
+        if any(size % patch for size, patch in zip(thw, self.video_patch_size)) or any(s == 0 for s in thw):
+            raise ValueError(
+                f"video (frames, height, width) = {thw} must be non-zero multiples of the tubelet size "
+                f"{self.video_patch_size}"
+            )
+        return video
+
+    # ------------------------------------------------------------------ embeddings
+
+    def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Front-end features cropped to whole patches: ``(b, samples) -> (b, F, T)`` float32.
+
+        Features not filling a whole patch (the last frequency bins / frames) are cropped, as
+        in the seed; this warns once. Raises ``ValueError`` when not even one patch fits.
+        """
+        audio = self._check_audio(audio)
+        p1, p2 = self.audio_patch_size
+        frames = self.audio_frontend.num_frames(audio.shape[-1])
+        if frames < p2:
+            need = self.audio_frontend.min_num_samples(p2)
+            raise ValueError(
+                f"audio too short: {audio.shape[-1]} samples give {max(frames, 0)} frames, fewer than one audio patch "
+                f"({p2} frames); need at least {need} samples"
+            )
+        spec = self.audio_frontend(audio)  # (b, F, T)
+        height, width = spec.shape[-2:]
+        rh, rw = height // p1 * p1, width // p2 * p2
+        if (rh, rw) != (height, width):
+            if not self._warned_crop and not torch.compiler.is_compiling():
+                self._warned_crop = True
+                warnings.warn(
+                    f"audio features of shape {(height, width)} (freq, frames) were cropped to {(rh, rw)} to fit "
+                    f"whole {self.audio_patch_size} patches",
+                    stacklevel=3,
+                )
+        return spec[:, :rh, :rw]
+
+    def embed_audio(self, audio: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Audio tokens: ``(b, samples) -> (b, n_a, D)`` and the ``(freq, time)`` patch grid."""
+        tokens, grid = self.audio_embed(self.audio_features(audio))
+        if self.config.pos_embed == "sincos":
+            tokens = tokens + sincos_grid(grid, self.config.dim, device=tokens.device).to(tokens.dtype)
+        return tokens, grid
+
+    def embed_video(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Video tokens: ``(b, c, t, h, w) -> (b, n_v, D)`` and the ``(T, H, W)`` tubelet grid."""
+        tokens, grid = self.video_embed(self._check_video(video))
+        if self.config.pos_embed == "sincos":
+            tokens = tokens + sincos_grid(grid, self.config.dim, device=tokens.device).to(tokens.dtype)
+        return tokens, grid
+
+    # ------------------------------------------------------------------ forward passes
+
+    def forward_features(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> ZorroFeatures:
+        """Run the front-ends and the masked transformer.
+
+        Args:
+            audio: ``(b, samples)`` mono waveform at ``config.sample_rate`` Hz, or None.
+            video: ``(b, c, t, h, w)`` float frames, or None. At least one must be given.
+
+        Returns:
+            :class:`ZorroFeatures` with the final, normed ``(b, n, D)`` tokens.
+        """
+        if audio is None and video is None:
+            raise ValueError("Zorro needs at least one input: audio=(batch, samples) and/or video=(batch, c, t, h, w)")
+        if audio is not None and video is not None:
+            self._check_audio(audio)
+            self._check_video(video)
+            if audio.shape[0] != video.shape[0]:
+                raise ValueError(f"audio and video batch sizes differ: audio {audio.shape[0]}, video {video.shape[0]}")
+        parts, audio_grid, video_grid = [], None, None
+        if audio is not None:
+            audio_tokens, audio_grid = self.embed_audio(audio)
+            parts.append(audio_tokens)
+        batch = (audio if audio is not None else video).shape[0]
+        ref = parts[0] if parts else None
+        if video is not None:
+            video_tokens, video_grid = self.embed_video(video)
+            ref = video_tokens if ref is None else ref
+        fusion = self.fusion_tokens.to(ref.dtype).expand(batch, -1, -1)  # (b, n_f, D)
+        parts.append(fusion)
+        if video is not None:
+            parts.append(video_tokens)
+        layout = TokenLayout(
+            num_audio=audio_tokens.shape[1] if audio is not None else 0,
+            num_fusion=self.config.num_fusion_tokens,
+            num_video=video_tokens.shape[1] if video is not None else 0,
+        )
+        x = torch.cat(parts, dim=1)  # (b, n, D) packed [audio | fusion | video]
+        plan = AttentionPlan(layout, self.config.attn_backend, x.device)
+        for block in self.blocks:
+            x = block(x, plan)
+        return ZorroFeatures(self.norm(x), layout, audio_grid, video_grid)
+
+    def select_return_tokens(
+        self,
+        return_token_indices: Sequence[int] | None = None,
+        *,
+        has_audio: bool = True,
+        has_video: bool = True,
+    ) -> list[int]:
+        """Validate ``return_token_indices`` against the inputs present.
+
+        With ``None`` every return token the inputs can feed is selected (all of them when
+        both modalities are given; AUDIO tokens are left out without audio, VIDEO tokens
+        without video). Explicit indices must be unique ints in ``[0, r)``; asking for a token
+        whose modality is missing raises ``ValueError``.
+        """
+        types = self.return_token_types
+        if return_token_indices is None:
+            chosen = [i for i, t in enumerate(types) if self._feedable(t, has_audio, has_video)]
+            if not chosen:
+                raise ValueError(
+                    f"none of the return tokens {[t.name for t in types]} can be computed from the inputs given "
+                    f"(audio {'given' if has_audio else 'missing'}, video {'given' if has_video else 'missing'})"
+                )
+            return chosen
+        if isinstance(return_token_indices, (str, bytes)) or not isinstance(return_token_indices, Sequence):
+            raise TypeError(f"return_token_indices must be a tuple of ints, got {return_token_indices!r}")
+        chosen = list(return_token_indices)
+        for i in chosen:
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise TypeError(f"return_token_indices must hold ints, got {i!r}")
+            if not 0 <= i < len(types):
+                raise ValueError(f"return token index {i} is out of range: this model has {len(types)} return tokens (0..{len(types) - 1})")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"return_token_indices must be unique, got {tuple(chosen)}")
+        if not chosen:
+            raise ValueError("return_token_indices is empty; select at least one return token")
+        for i in chosen:
+            if not self._feedable(types[i], has_audio, has_video):
+                missing = "audio" if types[i] is TokenTypes.AUDIO else "video"
+                raise ValueError(
+                    f"return token {i} ({types[i].name}) attends to {missing} tokens, but no {missing} was given; "
+                    f"pass {missing}=... or leave it out of return_token_indices"
+                )
+        return chosen
+
+    @staticmethod
+    def _feedable(token_type: TokenTypes, has_audio: bool, has_video: bool) -> bool:
+        if token_type is TokenTypes.AUDIO:
+            return has_audio
+        if token_type is TokenTypes.VIDEO:
+            return has_video
+        return True
+
+    def pool(self, features: ZorroFeatures, return_token_indices: Sequence[int] | None = None) -> torch.Tensor:
+        """Attention pooling with the typed return tokens: ``(b, r, D)``.
+
+        ``return_token_indices`` as in :meth:`select_return_tokens`.
+        """
+        layout = features.layout
+        chosen = self.select_return_tokens(
+            return_token_indices, has_audio=layout.num_audio > 0, has_video=layout.num_video > 0
+        )
+        tokens = features.tokens
+        queries = self.return_tokens[chosen].to(tokens.dtype).expand(tokens.shape[0], -1, -1)  # (b, r, D)
+        types = [self.return_token_types[i] for i in chosen]
+        backend = "eager" if self.config.attn_backend == "eager" else "sdpa"
+        return self.attn_pool(queries, tokens, types, layout, backend) + queries
+
+    def encode(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> ZorroOutput:
+        """Named embeddings and final token sequences (see :class:`ZorroOutput`).
+
+        Args:
+            audio: ``(b, samples)`` waveform or None; video: ``(b, c, t, h, w)`` or None.
+        """
+        features = self.forward_features(audio=audio, video=video)
+        chosen = self.select_return_tokens(None, has_audio=audio is not None, has_video=video is not None)
+        pooled = self.pool(features, chosen)  # (b, r, D)
+        names: dict[str, torch.Tensor] = {}
+        seen: dict[str, int] = {}
+        for j, i in enumerate(chosen):
+            base = self.return_token_types[i].name.lower()
+            k = seen.get(base, 0)
+            seen[base] = k + 1
+            names[base if k == 0 else f"{base}_{k}"] = pooled[:, j]
+        return ZorroOutput(
+            embeddings=names,
+            audio_tokens=features.modality(TokenTypes.AUDIO),
+            video_tokens=features.modality(TokenTypes.VIDEO),
+            fusion_tokens=features.modality(TokenTypes.FUSION),
+            audio_grid=features.audio_grid,
+            video_grid=features.video_grid,
+        )
+
+    def forward(
+        self,
+        *,
+        audio: torch.Tensor | None = None,
+        video: torch.Tensor | None = None,
+        return_token_indices: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """The seed's interface: pooled outputs ``(b, r, D)``, one row per selected return token.
+
+        Args:
+            audio: ``(b, samples)`` mono waveform or None.
+            video: ``(b, c, t, h, w)`` float frames or None.
+            return_token_indices: which return tokens to output (unique ints); None selects
+                all the inputs can feed (see :meth:`select_return_tokens`).
+        """
+        has_audio, has_video = audio is not None, video is not None
+        if has_audio or has_video:  # validate the selection before any compute
+            self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
+        return self.pool(self.forward_features(audio=audio, video=video), return_token_indices)

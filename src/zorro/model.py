@@ -310,6 +310,19 @@ class Zorro(nn.Module):
             raise ValueError(f"the zorro-pytorch weights do not fit the constructor arguments given: {err}") from None
         return model
 
+    def save_pretrained(self, directory: str, **kwargs: Any) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (see :mod:`zorro.hub`)."""
+        from zorro.hub import save_pretrained
+
+        save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, **kwargs: Any) -> "Zorro":
+        """Rebuild a model saved by :meth:`save_pretrained` (strict; never unpickles; see :mod:`zorro.hub`)."""
+        from zorro.hub import load_pretrained
+
+        return load_pretrained(cls, directory, **kwargs)
+
     # ------------------------------------------------------------------ options
 
     @property

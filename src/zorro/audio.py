@@ -494,7 +494,8 @@ class AudioFrontend(nn.Module):
     from :func:`compute_audio_stats`). In training mode :func:`spec_augment` follows with
     ``spec_aug_freq_mask``, ``spec_aug_time_mask`` and ``spec_aug_stretch_factor``; eval mode
     never augments. The output is not cropped to the patch size (the model does that).
-    Computation is in float32 with autocast disabled. Buffers are non-persistent.
+    Computation is in float32 with autocast disabled; the (non-persistent) window and mel
+    buffers stay float32 even if the module is cast with ``.half()``/``.to(torch.bfloat16)``.
     """
 
     def __init__(
@@ -546,17 +547,32 @@ class AudioFrontend(nn.Module):
             self.n_fft, self.win_length, self.hop_length = n_fft, win, hop
             self.power, self.pad, self.center, self.pad_mode = float(power), pad, center, pad_mode
             self.num_freq_bins = n_fft // 2 + 1
-            self.register_buffer("window", torch.hann_window(win, periodic=True), persistent=False)
+            self.register_buffer("window", self._build_window(), persistent=False)
         else:
             size, shift, fft_size = _kaldi_frame_geometry(sample_rate, frame_length, frame_shift)
             self.num_mel_bins, self.frame_length, self.frame_shift = num_mel_bins, frame_length, frame_shift
             self._win_size, self._win_shift, self._fft_size = size, shift, fft_size
             self.num_freq_bins = num_mel_bins
-            self.register_buffer(
-                "window", _kaldi_window(_KALDI_WINDOW, size, torch.float32), persistent=False
-            )
-            banks = kaldi_mel_banks(num_mel_bins, fft_size, sample_rate, _KALDI_LOW_FREQ_HZ)
-            self.register_buffer("mel_banks", banks.float(), persistent=False)
+            self.register_buffer("window", self._build_window(), persistent=False)  # (size,)
+            self.register_buffer("mel_banks", self._build_mel_banks(), persistent=False)  # (M, fft/2+1)
+
+    def _apply(self, fn, recurse=True):
+        # Keep the analysis buffers exact float32 through model.half() / .to(torch.bfloat16).
+        super()._apply(fn, recurse)
+        for name in ("window", "mel_banks"):
+            buf = getattr(self, name, None)
+            if buf is not None and buf.dtype != torch.float32:
+                master = self._build_window() if name == "window" else self._build_mel_banks()
+                setattr(self, name, master.to(device=buf.device))
+        return self
+
+    def _build_window(self) -> Tensor:
+        if self.kind == "spectrogram":
+            return torch.hann_window(self.win_length, periodic=True)
+        return _kaldi_window(_KALDI_WINDOW, self._win_size, torch.float32)
+
+    def _build_mel_banks(self) -> Tensor:
+        return kaldi_mel_banks(self.num_mel_bins, self._fft_size, self.sample_rate, _KALDI_LOW_FREQ_HZ).float()
 
     def extra_repr(self) -> str:
         if self.kind == "spectrogram":

@@ -1,0 +1,148 @@
+"""Batching clips whose modalities differ, and accounting for skipped (unreadable) files.
+
+Missing modalities are batched with *zero fill plus presence masks*: ``audio`` is
+``(B, samples)`` with zero rows where an example has no audio and ``has_audio[b]`` False
+(same for video). :func:`split_by_modality` then cuts a batch into sub-batches that share
+the same available modalities (audio+video, audio only, video only), so the trainer runs the
+model's unimodal path on examples lacking a modality instead of feeding it zeros.
+
+Skipped files: the dataset returns :class:`~zorro.data.datasets.Skipped` (or None) for a file
+it cannot decode; :func:`collate_clips` drops those and records ``num_skipped`` and
+``skipped`` (``(path, reason)`` pairs) in the batch. Batches cross from DataLoader worker
+processes to the main process, where :class:`SkipTracker` sums them, logs each bad file once
+and reports the count at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from zorro.data.datasets import Skipped
+
+logger = logging.getLogger(__name__)
+
+
+def _stack_optional(values: list[torch.Tensor | None], what: str) -> torch.Tensor | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    shape = present[0].shape
+    for v in present:
+        if v.shape != shape:
+            raise ValueError(f"all {what} in a batch must have the same shape, got {tuple(shape)} and {tuple(v.shape)}")
+    out = torch.zeros((len(values),) + tuple(shape), dtype=present[0].dtype)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = v
+    return out
+
+
+def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:
+    """Batch dataset items (dicts from :class:`~zorro.data.datasets.ClipDataset`).
+
+    Returns a dict with ``audio`` ``(B, samples)`` float (zeros where missing; None when no
+    example has audio), ``video`` ``(B, 3, T, H, W)`` (zeros where missing; None when no
+    example has video), ``has_audio``/``has_video`` ``(B,)`` bool, ``label`` ``(B,)`` long
+    or ``(B, C)`` float, ``index`` ``(B,)`` long, ``path`` (list of B str), ``padded``
+    ``(B,)`` bool, ``num_skipped`` (int: items dropped because their file was unreadable)
+    and ``skipped`` (list of ``(path, reason)``). ``B`` may be 0 when every item was skipped.
+    """
+    kept = [it for it in items if isinstance(it, dict)]
+    skipped = [(it.path, it.reason) for it in items if isinstance(it, Skipped)]
+    num_skipped = len(items) - len(kept)
+    for it in items:
+        if not (it is None or isinstance(it, (dict, Skipped))):
+            raise TypeError(f"collate_clips expects dataset dicts, Skipped or None, got {type(it).__name__}")
+    audio = _stack_optional([it.get("audio") for it in kept], "audio waveforms")
+    video = _stack_optional([it.get("video") for it in kept], "videos")
+    labels = [it["label"] for it in kept]
+    if labels and isinstance(labels[0], torch.Tensor):
+        label = torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in labels])
+    else:
+        label = torch.as_tensor([int(l) for l in labels], dtype=torch.long)
+    return {
+        "audio": audio,
+        "video": video,
+        "has_audio": torch.tensor([it.get("audio") is not None for it in kept], dtype=torch.bool),
+        "has_video": torch.tensor([it.get("video") is not None for it in kept], dtype=torch.bool),
+        "label": label,
+        "index": torch.as_tensor([int(it["index"]) for it in kept], dtype=torch.long),
+        "path": [str(it.get("path", "")) for it in kept],
+        "padded": torch.tensor([bool(it.get("padded", False)) for it in kept], dtype=torch.bool),
+        "num_skipped": num_skipped,
+        "skipped": skipped,
+    }
+
+
+def split_by_modality(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Yield sub-batches of ``batch`` whose examples share their available modalities.
+
+    Order: audio+video, audio only, video only (empty groups are not yielded). Each
+    sub-batch has the keys of ``batch`` restricted to its examples, ``audio``/``video`` set
+    to None when the group lacks that modality, and ``batch_index`` (``(b,)`` long): the
+    positions of its examples in the original batch.
+    """
+    if not isinstance(batch, dict) or "has_audio" not in batch or "has_video" not in batch:
+        raise TypeError("split_by_modality expects a batch dict from collate_clips")
+    ha, hv = batch["has_audio"], batch["has_video"]
+    for want_a, want_v in ((True, True), (True, False), (False, True)):
+        sel = torch.nonzero((ha == want_a) & (hv == want_v), as_tuple=False).flatten()
+        if sel.numel() == 0:
+            continue
+        idx = sel.tolist()
+        sub: dict[str, Any] = {}
+        for key, value in batch.items():
+            if key in ("num_skipped", "skipped"):
+                continue
+            if key == "audio":
+                sub[key] = value[sel] if (want_a and value is not None) else None
+            elif key == "video":
+                sub[key] = value[sel] if (want_v and value is not None) else None
+            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == ha.shape[0]:
+                sub[key] = value[sel]
+            elif isinstance(value, list) and len(value) == ha.shape[0]:
+                sub[key] = [value[i] for i in idx]
+            else:
+                sub[key] = value
+        sub["batch_index"] = sel
+        yield sub
+
+
+class SkipTracker:
+    """Main-process accounting of unreadable files across DataLoader workers.
+
+    Call :meth:`update` on every batch (it reads ``num_skipped`` and ``skipped``), and
+    :meth:`end_epoch` after the epoch: it logs the epoch's count (warning when > 0) and
+    returns it. Each bad file is logged once per tracker (warning), however many workers or
+    epochs meet it.
+    """
+
+    def __init__(self) -> None:
+        self.epoch_skipped = 0
+        self.total_skipped = 0
+        self.bad_files: dict[str, str] = {}
+
+    def update(self, batch: dict[str, Any]) -> int:
+        """Account for one batch; returns its number of skipped items."""
+        n = int(batch.get("num_skipped", 0))
+        self.epoch_skipped += n
+        self.total_skipped += n
+        for path, reason in batch.get("skipped", ()):
+            if path not in self.bad_files:
+                self.bad_files[path] = reason
+                logger.warning("skipping unreadable media file %s: %s", path, reason)
+        return n
+
+    def end_epoch(self, epoch: int | None = None) -> int:
+        """Log and return the number of items skipped since the last call, then reset it."""
+        n = self.epoch_skipped
+        tag = f"epoch {epoch}" if epoch is not None else "epoch"
+        if n:
+            logger.warning("%s: skipped %d unreadable item(s) (%d distinct bad files so far)", tag, n, len(self.bad_files))
+        else:
+            logger.info("%s: no unreadable items", tag)
+        self.epoch_skipped = 0
+        return n

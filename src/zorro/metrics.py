@@ -1,0 +1,340 @@
+"""Evaluation metrics: top-k accuracy, multi-label mAP, cross-modal retrieval recall, confusion matrix.
+
+All functions take torch tensors (any device), compute in float64 on the CPU where it
+matters for exactness, and return Python floats (fractions in ``[0, 1]``) or tensors.
+:func:`evaluate_heads` reports every classifier head and their averaged logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from zorro.heads import average_logits
+
+__all__ = [
+    "topk_accuracy",
+    "average_precision_per_class",
+    "mean_average_precision",
+    "retrieval_recall",
+    "bidirectional_retrieval_recall",
+    "confusion_matrix",
+    "evaluate_heads",
+]
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _check_ks(ks: Sequence[int], limit: int, what: str, limit_name: str) -> tuple[int, ...]:
+    if isinstance(ks, int):
+        ks = (ks,)
+    ks = tuple(ks)
+    if not ks:
+        raise ValueError(f"{what}: ks must contain at least one k")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{what}: every k must be a positive int, got {k!r}")
+        if k > limit:
+            raise ValueError(f"{what}: k={k} is larger than the {limit_name} ({limit}); expected k <= {limit}")
+    return ks
+
+
+def _check_float_2d(x: torch.Tensor, name: str, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}: {name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{what}: {name} must be floating point, got {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{what}: {name} must be 2-D, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what}: {name} contains NaN or infinite values")
+
+
+def _check_labels(y: torch.Tensor, n: int, name: str, what: str) -> None:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{what}: {name} must be a tensor, got {type(y).__name__}")
+    if y.dtype not in _INT_DTYPES:
+        raise TypeError(f"{what}: {name} must be integer class indices, got {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"{what}: {name} must have shape ({n},), got {tuple(y.shape)}")
+
+
+def topk_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[str, float]:
+    """Fraction of samples whose true class is among the ``k`` highest scores.
+
+    Args:
+        logits: ``(N, C)`` float scores (logits or probabilities).
+        targets: ``(N,)`` integer class indices in ``[0, C)``.
+        ks: the ``k`` values, each in ``[1, C]``.
+
+    Returns:
+        dict ``"top{k}" -> fraction in [0, 1]``.
+
+    Raises:
+        ValueError: shape mismatch, empty input, ``k`` outside ``[1, C]``, class index out of range.
+        TypeError: non-float logits or non-integer targets.
+    """
+    _check_float_2d(logits, "logits", "topk_accuracy")
+    n, c = logits.shape
+    if n == 0:
+        raise ValueError("topk_accuracy: empty input (N = 0)")
+    _check_labels(targets, n, "targets", "topk_accuracy")
+    if bool(((targets < 0) | (targets >= c)).any()):
+        raise ValueError(f"topk_accuracy: targets must be class indices in [0, {c})")
+    ks = _check_ks(ks, c, "topk_accuracy", "number of classes")
+    top = logits.topk(max(ks), dim=1).indices  # (N, kmax)
+    hit = top == targets.to(top.device).long().unsqueeze(1)
+    return {f"top{k}": float(hit[:, :k].any(dim=1).double().mean()) for k in ks}
+
+
+def average_precision_per_class(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Average precision of each class (area under the step-wise precision-recall curve).
+
+    ``AP = sum_n (R_n - R_{n-1}) * P_n`` over the distinct score thresholds in decreasing
+    order (tied scores form a single threshold), the definition of scikit-learn's
+    ``average_precision_score``.
+
+    Args:
+        scores: ``(N, C)`` float scores, higher means more likely positive.
+        targets: ``(N, C)`` binary labels (bool, int or float 0/1).
+
+    Returns:
+        ``(C,)`` float64 tensor; ``NaN`` for classes without any positive.
+
+    Raises:
+        ValueError: shape mismatch, empty input, non-finite scores, non-binary targets.
+        TypeError: non-float scores.
+    """
+    _check_float_2d(scores, "scores", "average_precision_per_class")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"average_precision_per_class: targets must be a tensor, got {type(targets).__name__}")
+    if targets.shape != scores.shape:
+        raise ValueError(
+            f"average_precision_per_class: targets must have the shape of scores {tuple(scores.shape)}, "
+            f"got {tuple(targets.shape)}"
+        )
+    n = scores.shape[0]
+    if n == 0:
+        raise ValueError("average_precision_per_class: empty input (N = 0)")
+    y = targets.detach().cpu()
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("average_precision_per_class: targets must be binary (0/1)")
+    s = scores.detach().cpu().double()
+    y = y.double()
+
+    s_sorted, order = s.sort(dim=0, descending=True, stable=True)
+    y_sorted = y.gather(0, order)
+    tp = y_sorted.cumsum(dim=0)  # (N, C)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64).unsqueeze(1)
+    precision = tp / ranks
+    # Each row takes the precision at the last row of its tie group (one threshold per group).
+    last_of_group = torch.ones_like(s_sorted, dtype=torch.bool)
+    last_of_group[:-1] = s_sorted[1:] != s_sorted[:-1]
+    row = torch.arange(n).unsqueeze(1).expand(n, s.shape[1])
+    idx = torch.where(last_of_group, row, torch.full_like(row, n))
+    group_end = idx.flip(0).cummin(dim=0).values.flip(0)
+    group_precision = precision.gather(0, group_end)
+    positives = y.sum(dim=0)
+    ap = (y_sorted * group_precision).sum(dim=0) / positives
+    return torch.where(positives > 0, ap, torch.full_like(ap, float("nan")))
+
+
+def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Multi-label mean average precision: the mean over classes with at least one positive.
+
+    Args:
+        scores: ``(N, C)`` float scores (logits or probabilities; only their order matters).
+        targets: ``(N, C)`` binary labels.
+
+    Returns:
+        mAP as a fraction in ``[0, 1]``.
+
+    Raises:
+        ValueError: as :func:`average_precision_per_class`, or no class has a positive.
+        TypeError: non-float scores.
+    """
+    ap = average_precision_per_class(scores, targets)
+    valid = ~torch.isnan(ap)
+    if not bool(valid.any()):
+        raise ValueError("mean_average_precision: no class has a positive target; mAP is undefined")
+    return float(ap[valid].mean())
+
+
+def retrieval_recall(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    query_labels: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Recall@k of retrieving ``gallery`` items with ``query`` items by cosine similarity.
+
+    * Instance level (no labels): query ``i`` matches gallery item ``i`` only
+      (``N_q == N_g`` required).
+    * Class level (both label tensors): query ``i`` matches every gallery item with the same
+      label; queries whose label is absent from the gallery are excluded.
+
+    A query counts as correct at ``k`` when a match is among its ``k`` nearest gallery items.
+    Ties are resolved pessimistically: non-matches with a similarity equal to the best
+    match's rank before it (so collapsed, all-equal embeddings do not score).
+
+    Args:
+        query: ``(N_q, D)`` float embeddings (normalised here; any scale is fine).
+        gallery: ``(N_g, D)`` float embeddings of the other modality.
+        ks: ``k`` values, each in ``[1, N_g]``.
+        query_labels: ``(N_q,)`` integer labels, for class-level retrieval.
+        gallery_labels: ``(N_g,)`` integer labels, for class-level retrieval.
+
+    Returns:
+        dict ``"R@{k}" -> fraction in [0, 1]`` of the (eligible) queries.
+
+    Raises:
+        ValueError: shape mismatch, only one of the label tensors given, ``k`` larger than the
+            gallery, no query with a match.
+        TypeError: non-float embeddings or non-integer labels.
+    """
+    what = "retrieval_recall"
+    _check_float_2d(query, "query", what)
+    _check_float_2d(gallery, "gallery", what)
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"{what}: query and gallery must have the same width D, got {query.shape[1]} and {gallery.shape[1]}"
+        )
+    nq, ng = query.shape[0], gallery.shape[0]
+    if nq == 0 or ng == 0:
+        raise ValueError(f"{what}: empty query ({nq}) or gallery ({ng})")
+    ks = _check_ks(ks, ng, what, "gallery size")
+    if (query_labels is None) != (gallery_labels is None):
+        raise ValueError(
+            f"{what}: give both query_labels and gallery_labels (class level) or neither (instance level)"
+        )
+    if query_labels is None:
+        if nq != ng:
+            raise ValueError(
+                f"{what}: instance-level retrieval needs paired query/gallery (N_q == N_g), got {nq} and {ng}"
+            )
+        match = torch.eye(nq, dtype=torch.bool)
+    else:
+        _check_labels(query_labels, nq, "query_labels", what)
+        _check_labels(gallery_labels, ng, "gallery_labels", what)
+        ql, gl = query_labels.detach().cpu().long(), gallery_labels.detach().cpu().long()
+        match = ql.unsqueeze(1) == gl.unsqueeze(0)
+
+    q = F.normalize(query.detach().cpu().double(), dim=1)
+    g = F.normalize(gallery.detach().cpu().double(), dim=1)
+    sim = q @ g.T  # (N_q, N_g)
+    eligible = match.any(dim=1)
+    if not bool(eligible.any()):
+        raise ValueError(f"{what}: no query has a matching gallery item; recall is undefined")
+    best_match = sim.masked_fill(~match, float("-inf")).max(dim=1).values
+    # Pessimistic rank (0-based) of the best match: non-matches scoring at least as high.
+    rank = ((sim >= best_match.unsqueeze(1)) & ~match).sum(dim=1)
+    rank = rank[eligible]
+    return {f"R@{k}": float((rank < k).double().mean()) for k in ks}
+
+
+def bidirectional_retrieval_recall(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    labels: torch.Tensor | None = None,
+    names: tuple[str, str] = ("audio", "video"),
+) -> dict[str, float]:
+    """Retrieval recall in both directions between paired embeddings ``a`` and ``b``.
+
+    Args:
+        a: ``(N, D)`` float embeddings of the first modality.
+        b: ``(N, D)`` float embeddings of the second modality, paired row by row with ``a``.
+        ks: ``k`` values, each in ``[1, N]``.
+        labels: ``(N,)`` integer labels of the pairs for class-level retrieval; ``None`` for
+            instance-level retrieval.
+        names: names of the two modalities, used in the keys.
+
+    Returns:
+        dict ``"{names[0]}2{names[1]}/R@{k}"`` and ``"{names[1]}2{names[0]}/R@{k}"`` -> fraction.
+
+    Raises:
+        ValueError, TypeError: as :func:`retrieval_recall`.
+    """
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"bidirectional_retrieval_recall: a and b must be paired (same N), got {a.shape[0]} and {b.shape[0]}"
+        )
+    out: dict[str, float] = {}
+    for (qn, q), (gn, g) in (((names[0], a), (names[1], b)), ((names[1], b), (names[0], a))):
+        r = retrieval_recall(q, g, ks, query_labels=labels, gallery_labels=labels)
+        out.update({f"{qn}2{gn}/{k}": v for k, v in r.items()})
+    return out
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Confusion matrix with rows = true class and columns = predicted class.
+
+    Args:
+        preds: ``(N,)`` integer predicted classes in ``[0, num_classes)``.
+        targets: ``(N,)`` integer true classes in ``[0, num_classes)``.
+        num_classes: number of classes ``C``.
+
+    Returns:
+        ``(C, C)`` int64 tensor of counts; entry ``[t, p]`` counts samples of class ``t``
+        predicted as ``p``.
+
+    Raises:
+        ValueError: shape mismatch, index out of range, non-positive ``num_classes``.
+        TypeError: non-integer inputs.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+        raise ValueError(f"confusion_matrix: num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(preds, torch.Tensor):
+        raise TypeError(f"confusion_matrix: preds must be a tensor of class indices, got {type(preds).__name__}")
+    if preds.ndim != 1:
+        raise ValueError(f"confusion_matrix: preds must have shape (N,), got {tuple(preds.shape)}")
+    _check_labels(preds, preds.shape[0], "preds", "confusion_matrix")
+    _check_labels(targets, preds.shape[0], "targets", "confusion_matrix")
+    p, t = preds.detach().cpu().long(), targets.detach().cpu().long()
+    for name, x in (("preds", p), ("targets", t)):
+        if x.numel() and bool(((x < 0) | (x >= num_classes)).any()):
+            raise ValueError(f"confusion_matrix: {name} must be in [0, {num_classes})")
+    counts = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def evaluate_heads(
+    logits: Mapping[str, torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    multi_label: bool,
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, dict[str, float]]:
+    """Metrics of each classifier head and of their averaged logits.
+
+    Args:
+        logits: dict head name -> ``(N, C)`` logits (e.g. from :class:`zorro.heads.ClassifierHeads`).
+        targets: ``(N,)`` integer classes (single label) or ``(N, C)`` binary labels (multi label).
+        multi_label: report ``{"mAP"}`` instead of top-k accuracy.
+        ks: top-k values for single-label evaluation (``k`` larger than ``C`` is dropped).
+
+    Returns:
+        dict head name (and ``"average"``) -> dict metric name -> fraction in ``[0, 1]``.
+
+    Raises:
+        ValueError, TypeError: as the underlying metrics / :func:`zorro.heads.average_logits`.
+    """
+    avg = average_logits(logits)
+    entries = {k: v for k, v in logits.items() if v is not None}
+    entries["average"] = avg
+    out: dict[str, dict[str, float]] = {}
+    for name, x in entries.items():
+        x = x.detach().float()
+        if multi_label:
+            out[name] = {"mAP": mean_average_precision(x, targets)}
+        else:
+            usable = tuple(k for k in ks if k <= x.shape[1]) or (1,)
+            out[name] = topk_accuracy(x, targets, usable)
+    return out

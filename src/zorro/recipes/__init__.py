@@ -1,0 +1,1 @@
+"""Recipes: complete jobs built from the library (the AV-digits demo)."""

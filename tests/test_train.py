@@ -1,0 +1,125 @@
+"""The trainer: learning, DDP equivalence, exact resume after SIGKILL, failure handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from toy import TINY_MODEL, ToyAV, ddp_worker, tiny_config, toy_vocab
+from zorro.model import Zorro
+from zorro.train import NonFiniteLossError, TrainConfig, param_groups, train, warmup_cosine
+
+TESTS = Path(__file__).parent
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return Zorro.from_pretrained(str(folder)).state_dict()
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_supervised_learns_and_writes_the_run_folder(tmp_path):
+    metrics = train(tiny_config(tmp_path, epochs=4), ToyAV(missing_audio_every=5), ToyAV(n=32, seed=1), toy_vocab())
+    losses = _losses(tmp_path)
+    assert losses[-1] < losses[0] * 0.8
+    assert metrics["audio"]["top1"] > 0.5 and metrics["video"]["top1"] > 0.5  # 4 classes: chance is 0.25
+    assert metrics["audio_only"]["top1"] == pytest.approx(metrics["audio"]["top1"])  # purity, end to end
+    for name in ("config.json", "labels.json", "log.jsonl", "loss.png", "heads.safetensors", "eval_metrics.json", "model/config.json"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_pretrain_runs_and_reports_retrieval(tmp_path):
+    metrics = train(tiny_config(tmp_path, task="pretrain", epochs=2), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
+    assert {"a2v_r1", "v2a_r1", "instance_a2v_r1"} <= set(metrics)
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    parts = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["parts"]
+    assert {"audio_video", "fusion", "global"} <= set(parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["supervised", "pretrain"])
+def test_ddp_two_processes_equal_one_process(tmp_path, task):
+    steps = dict(task=task, max_steps=3, epochs=1, ckpt_every=0)
+    single = tmp_path / "single"
+    train(tiny_config(single, batch_size=8, **steps), ToyAV(), None, toy_vocab())
+    ddp = tmp_path / "ddp"
+    mp.spawn(ddp_worker, args=(2, _free_port(), str(ddp), dict(batch_size=4, **steps)), nprocs=2, join=True)
+    a, b = _weights(single / "model"), _weights(ddp / "model")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+    torch.testing.assert_close(torch.tensor(_losses(single)), torch.tensor(_losses(ddp)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(tmp_path):
+    overrides = dict(epochs=3, ckpt_every=2)
+    reference = tmp_path / "reference"
+    train(tiny_config(reference, **overrides), ToyAV(), None, toy_vocab())
+
+    killed = tmp_path / "killed"
+    code = (
+        "import sys; sys.path.insert(0, %r); from toy import run_in_subprocess; "
+        "run_in_subprocess(%r, %r, 0.02)" % (str(TESTS), str(killed), overrides)
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "ckpt-000006").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model").exists()
+    train(tiny_config(killed, **overrides), ToyAV(), None, toy_vocab())  # resumes from the latest checkpoint
+    a, b = _weights(reference / "model"), _weights(killed / "model")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _losses(reference) == _losses(killed)
+
+
+def test_non_finite_loss_stops_with_a_checkpoint(tmp_path):
+    data = ToyAV(nan_from=0)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        train(tiny_config(tmp_path), data, None, toy_vocab())
+    assert (tmp_path / "checkpoints" / "latest").exists()
+
+
+def test_param_groups_skip_decay_on_norms_biases_tokens():
+    model = Zorro(**TINY_MODEL)
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"fusion_tokens", "return_tokens", "norm.weight", "audio_embed.proj.bias"} <= no_decay_names
+    assert all(p.ndim == 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, warmup=10, total=100, min_ratio=0.0) == pytest.approx(0.1)
+    assert warmup_cosine(9, warmup=10, total=100, min_ratio=0.0) == pytest.approx(1.0)
+    assert warmup_cosine(55, warmup=10, total=100, min_ratio=0.0) == pytest.approx(0.5)
+    assert warmup_cosine(100, warmup=10, total=100, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"lrr": 1.0})
+    with pytest.raises(ValueError, match="task"):
+        TrainConfig(task="distill")
+    with pytest.raises(ValueError, match="no training data"):
+        train(TrainConfig(out_dir="/tmp/unused"))

@@ -26,9 +26,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# The main job: build AV-digits, pre-train, fine-tune, evaluate (see README).
 demo: $(STAMP)
-	@echo "make demo: the AV-digits demo is being built (issue 6); for now this runs the model smoke example."
-	$(PY) -c "import torch; from zorro import Zorro; m = Zorro(dim=64, depth=2, heads=2, dim_head=32); print(m(audio=torch.randn(2, 16000), video=torch.randn(2, 3, 4, 32, 32)).shape)"
+	$(PY) -m zorro demo --out runs/demo --data data/avdigits
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

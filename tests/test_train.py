@@ -123,3 +123,12 @@ def test_config_errors():
         TrainConfig(task="distill")
     with pytest.raises(ValueError, match="no training data"):
         train(TrainConfig(out_dir="/tmp/unused"))
+
+
+def test_numbers_written_as_yaml_text_are_accepted():
+    import yaml
+
+    cfg = TrainConfig.from_dict(yaml.safe_load("lr: 3e-4\nweight_decay: 1e-2\n"))
+    assert cfg.lr == 3e-4 and cfg.weight_decay == 1e-2
+    with pytest.raises(ValueError, match="lr must be a number"):
+        TrainConfig(lr="fast")

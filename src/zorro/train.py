@@ -100,6 +100,13 @@ class TrainConfig:
     progress: bool = True  # progress bar on rank 0
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # YAML 1.1 reads "3e-4" as text: accept numbers written that way
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, str):
+                try:
+                    setattr(self, f.name, float(value))
+                except ValueError:
+                    raise ValueError(f"{f.name} must be a number, got {value!r}") from None
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.precision not in PRECISIONS:

@@ -24,6 +24,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
         value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; numbers are meant
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:

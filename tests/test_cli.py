@@ -1,0 +1,100 @@
+"""The ``zorro`` command line on a tiny AV-digits build, and the demo's smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zorro.cli import build_parser, main
+from zorro.cli.train_cmd import parse_overrides
+from zorro.demo import build_avdigits, espeak_available
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="eSpeak NG is not available")
+
+TINY = {
+    "model": {"dim": 32, "depth": 1, "heads": 2, "dim_head": 16, "num_fusion_tokens": 2, "audio_patch_size": [16, 8],
+              "video_patch_size": 8, "fbank_num_mel_bins": 32, "return_token_types": ["AUDIO", "VIDEO", "FUSION", "GLOBAL"],
+              "spec_aug_freq_mask": 4, "spec_aug_time_mask": 4, "spec_aug_stretch_factor": 1.0},
+    "duration": 1.0, "num_frames": 4, "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0,
+    "warmup_steps": 1, "progress": False, "log_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def avdigits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avdigits")
+    build_avdigits(root, num_train=20, num_test=10, num_frames=4)
+    return root
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"pretrain", "train", "evaluate", "embed", "demo", "audio-stats"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: zorro " + name in capsys.readouterr().out
+
+
+def test_overrides_parse_nested_yaml_values():
+    assert parse_overrides(["lr=3e-4", "model.depth=4", "model.return_token_types=[AUDIO, VIDEO]", "init_from=null"]) == {
+        "lr": 3e-4, "model": {"depth": 4, "return_token_types": ["AUDIO", "VIDEO"]}, "init_from": None,
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["lr"])
+
+
+def test_pretrain_train_evaluate_embed_from_the_command_line(avdigits, tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    common = ["--config", str(cfg), "--train-manifest", str(avdigits / "train.csv"), "--eval-manifest", str(avdigits / "test.csv")]
+    assert main(["pretrain", *common, "--out", str(pre)]) == 0
+    assert (pre / "model" / "model.safetensors").exists() and (pre / "eval_metrics.json").exists()
+    assert main(["train", *common, "--out", str(ft), "--init-from", str(pre), "--set", "lr=0.002"]) == 0
+    saved = json.loads((ft / "config.json").read_text())
+    assert saved["lr"] == 0.002 and saved["init_from"] == str(pre) and saved["task"] == "supervised"
+    assert json.loads((ft / "labels.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(ft), "--manifest", str(avdigits / "test.csv"), "--num-workers", "0", "--output", str(tmp_path / "m.json")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {"audio", "video", "fusion", "global", "average", "audio_only", "video_only"} <= set(shown)
+    full = json.loads((tmp_path / "m.json").read_text())
+    assert full["average"]["top1"] == pytest.approx(json.loads((ft / "eval_metrics.json").read_text())["average"]["top1"])
+    out = tmp_path / "emb.safetensors"
+    assert main(["embed", str(ft), "--manifest", str(avdigits / "test.csv"), "--output", str(out), "--duration", "1",
+                 "--num-frames", "4", "--image-size", "32", "--num-workers", "0"]) == 0
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out))
+    index = json.loads(out.with_suffix(".index.json").read_text())
+    assert set(tensors) == {"audio", "video", "fusion", "global"} and tensors["audio"].shape == (10, 32) and len(index) == 10
+
+
+def test_errors_are_reported_not_raised(tmp_path, caplog):
+    assert main(["train", "--out", str(tmp_path)]) == 1
+    assert "no training data" in caplog.text
+    assert main(["evaluate", str(tmp_path), "--manifest", "nope.csv"]) == 1
+
+
+def test_audio_stats(avdigits, capsys):
+    assert main(["audio-stats", "--manifest", str(avdigits / "train.csv"), "--duration", "1", "--num-workers", "0"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["files"] == 20 and stats["unreadable"] == 0 and stats["audio_std"] > 0
+
+
+def test_demo_smoke_run(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--data", str(tmp_path / "data")]) == 0
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    for name in ("audio", "video", "fusion", "global", "audio_only", "video_only"):
+        assert 0.0 <= metrics["test"][name]["top1"] <= 1.0
+    assert 0.0 <= metrics["retrieval"]["a2v_r1"] <= 1.0 and 0.0 <= metrics["retrieval"]["v2a_r1"] <= 1.0
+    assert metrics["wall_seconds"] > 0
+    assert (tmp_path / "demo" / "finetune" / "model" / "config.json").exists()
+    assert (tmp_path / "demo" / "confusion.png").exists() and (tmp_path / "demo" / "pretrain" / "loss.png").exists()
+    assert "audio_only" in capsys.readouterr().out

@@ -144,3 +144,45 @@ def _short(key: str) -> str:
     pair, metric = key.split("/")
     src, dst = pair.split("2")
     return f"{src[0]}2{dst[0]}_{metric.lower().replace('@', '')}"
+
+
+@torch.no_grad()
+def _embed_all(backbone, loader, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    acc: dict[str, list[torch.Tensor]] = {}
+    labels: list[torch.Tensor] = []
+    for batch in _batches(loader, device):
+        sel = batch["has_audio"] & batch["has_video"]
+        if not bool(sel.any()):
+            continue
+        out = backbone.encode(audio=batch["audio"][sel], video=batch["video"][sel])
+        for name, e in out.embeddings.items():
+            acc.setdefault(name, []).append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
+        labels.append(batch["label"][sel].cpu())
+    return {k: torch.cat(v) for k, v in acc.items()}, torch.cat(labels)
+
+
+def centroid_probe(backbone, train_loader: Iterable[dict[str, Any]], test_loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Nearest-class-centroid accuracy of each output's embedding (a label-free model's probe).
+
+    Class centroids of the L2-normalised embeddings of ``train_loader``'s clips; each test
+    clip gets the class of the most cosine-similar centroid. Single-label data only.
+
+    Returns:
+        dict output name -> top-1 fraction in ``[0, 1]``.
+    """
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval()
+    train_emb, train_y = _embed_all(backbone, train_loader, device)
+    test_emb, test_y = _embed_all(backbone, test_loader, device)
+    backbone.train(was_training)
+    if train_y.dim() != 1:
+        raise ValueError("centroid_probe needs single-label data")
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    out = {}
+    for name, emb in train_emb.items():
+        centroids = torch.zeros(classes, emb.shape[1]).index_add_(0, train_y, emb)
+        centroids = torch.nn.functional.normalize(centroids, dim=-1)
+        pred = (test_emb[name] @ centroids.T).argmax(-1)
+        out[name] = float((pred == test_y).float().mean())
+    return out

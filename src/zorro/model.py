@@ -310,18 +310,33 @@ class Zorro(nn.Module):
             raise ValueError(f"the zorro-pytorch weights do not fit the constructor arguments given: {err}") from None
         return model
 
-    def save_pretrained(self, directory: str, **kwargs: Any) -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (see :mod:`zorro.hub`)."""
+    def save_pretrained(self, directory: str, **kwargs: Any) -> Any:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (see :mod:`zorro.hub`).
+
+        Returns the folder path (or the commit URL with ``push_to_hub=True``).
+        """
         from zorro.hub import save_pretrained
 
-        save_pretrained(self, directory, **kwargs)
+        return save_pretrained(self, directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload to the Hugging Face Hub (``hub`` extra); see :func:`zorro.hub.push_to_hub`."""
+        from zorro.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, directory: str, **kwargs: Any) -> "Zorro":
-        """Rebuild a model saved by :meth:`save_pretrained` (strict; never unpickles; see :mod:`zorro.hub`)."""
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> "Zorro":
+        """Rebuild a model saved by :meth:`save_pretrained`: strict loading, never unpickles.
+
+        ``name_or_path`` is a local folder or a Hub repo id (``hub`` extra). Keyword
+        arguments: ``device``, ``dtype``, ``attn_backend`` (the only model option that may be
+        overridden), ``revision``, ``cache_dir``, ``token``, ``local_files_only``
+        (see :func:`zorro.hub.load_pretrained`).
+        """
         from zorro.hub import load_pretrained
 
-        return load_pretrained(cls, directory, **kwargs)
+        return load_pretrained(cls, name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ options
 

@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if not getattr(args, "verbose", False):  # the ONNX toolchain logs every graph pass at INFO
-        for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
+        for name in ("onnx_ir", "onnxscript", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
     overrides = {"attn_backend": args.attn_backend} if args.attn_backend else {}
     model = Zorro.from_pretrained(args.pretrained, **overrides)
     if model.config.attn_backend == "flex":
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     dynamic = not args.static_batch
     indices = tuple(args.return_tokens) if args.return_tokens else None
     if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise ValueError("--format onnx needs the export extra: pip install 'zorro[export]' (onnx, onnxscript, onnxruntime)") from None
         export_onnx(model, args.output, batch=args.batch, dynamic_batch=dynamic, return_token_indices=indices,
                     opset_version=args.opset, **shapes)
     else:
@@ -77,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         logger.info("wrote torch.export program %s", args.output)
     if args.no_verify:
         return 0
+    if args.format == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            logger.warning("onnxruntime is not installed: %s was written but not verified", args.output)
+            return 0
     batches = [args.batch] if args.static_batch else sorted({args.batch, args.batch + 1})
     worst = 0.0
     for b in batches:

@@ -23,7 +23,10 @@ from typing import Any
 import torch
 
 from zorro.audio import AudioFrontend, compute_audio_stats
-from zorro.data import ClipDataset, read_manifest
+from torch.utils.data import DataLoader
+
+from zorro.data import ClipDataset, collate_clips, read_manifest
+from zorro.evaluate import centroid_probe
 from zorro.demo import build_avdigits
 from zorro.train import CachedClips, Trainer, TrainConfig
 
@@ -109,6 +112,10 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
     pre_cfg = TrainConfig(task="pretrain", model=model_kwargs, out_dir=str(out_dir / "pretrain"), **common, **s["pretrain"])
     pretrainer = Trainer(pre_cfg, train_set, test_set, vocab)
     retrieval = pretrainer.fit()
+    probe_loaders = [DataLoader(x, batch_size=128, collate_fn=collate_clips) for x in (train_set, test_set)]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["precision"] == "bf16"):
+        probe_acc = centroid_probe(pretrainer.backbone, *probe_loaders)
+    logger.info("pre-trained retrieval %s; nearest-centroid probe %s", retrieval, probe_acc)
     timings["pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -128,6 +135,7 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         "timings_seconds": timings,
         "test": {name: top1(results[name]) for name in ("audio", "video", "fusion", "global", "average", "audio_only", "video_only") if name in results},
         "retrieval": retrieval,
+        "pretrain_probe_top1": probe_acc,
         "data": {"train_clips": len(train_set), "test_clips": len(test_set), "unreadable": train_set.num_skipped + test_set.num_skipped,
                  "espeak": info.get("espeak"), "classes": list(vocab.names) if hasattr(vocab, "names") else None},
         "settings": s,
@@ -154,5 +162,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     r = metrics["retrieval"]
     lines = [f"{a:<12}{b:<14}{c:>10}" for a, b, c in rows]
     lines.append(f"retrieval (pre-training only, class-level): a2v R@1 {r.get('a2v_r1', float('nan')):.3f}   v2a R@1 {r.get('v2a_r1', float('nan')):.3f}")
+    if "pretrain_probe_top1" in metrics:
+        probe = "  ".join(f"{k} {v:.3f}" for k, v in metrics["pretrain_probe_top1"].items())
+        lines.append(f"pre-trained outputs, nearest-class-centroid top-1: {probe}")
     lines.append(f"wall time: {metrics['wall_seconds']:.0f} s")
     return "\n".join(lines)

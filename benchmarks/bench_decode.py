@@ -10,7 +10,13 @@ Naive baseline: decode every frame, convert each to a full-resolution RGB array,
 evenly spaced frames, resize (torch bilinear, antialiased) + centre-crop, and decode + resample
 all the audio.
 
-Usage: ``python benchmarks/bench_decode.py [--seconds 10] [--repeats 5] [--workdir DIR]``
+Pipelines are run interleaved (one clip of each per round, ``--repeats`` rounds after a
+warm-up round) and each figure is the median over rounds, so a load change on a shared machine
+hits every pipeline alike. Also printed: the decode cost per frame and how many frames exact
+alignment must decode (frames from each run's keyframe up to its last target), i.e. the floor
+of any exact decoder on the file.
+
+Usage: ``python benchmarks/bench_decode.py [--seconds 10] [--repeats 5] [--gop 50] [--workdir DIR]``
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from zorro.data.decode import MediaReader
 
 
 def make_file(path: Path, width: int, height: int, seconds: float, fps: int = 25, gop: int = 50) -> Path:
-    """A textured, moving h264 (x264 veryfast, keyframe every ``gop`` frames) + AAC 48 kHz
-    stereo mp4."""
+    """A textured, moving h264 (x264 veryfast: up to 3 B-frames, b-pyramid, CRF 23; keyframe
+    at most every ``gop`` frames, scene cuts may add some) + AAC 48 kHz stereo mp4."""
     out = av.open(str(path), "w")
     vs = out.add_stream("libx264", rate=fps)
     vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
@@ -96,46 +102,92 @@ def naive_clip(path: Path, seconds: float, num_frames: int = 8, size: int = 224,
     return audio, video
 
 
-def rate(fn, repeats: int) -> float:
-    """Clips per CPU-second of this process (= clips/s per core: everything is single-threaded;
-    CPU time rather than wall time keeps the number meaningful on a shared machine)."""
-    fn()  # warm-up (page cache, codec init)
-    t0 = time.process_time()
-    for _ in range(repeats):
-        fn()
-    return repeats / (time.process_time() - t0)
+def exact_floor(path: Path, seconds: float, num_frames: int = 8) -> tuple[float, int, int]:
+    """(ms per decoded frame, frames exact alignment must decode, frames in the file).
+
+    Frames that must be decoded: for each run of targets sharing a keyframe (as zorro plans
+    them), every frame from that keyframe to the frame shown at the run's last target
+    (non-reference B-frames included: they are few on this content)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        v.codec_context.thread_count = 1
+        keys, pts = [], []
+        for p in c.demux(v):
+            if p.pts is None or not p.size:
+                continue
+            pts.append(float(p.pts * v.time_base))
+            if p.is_keyframe:
+                keys.append(pts[-1])
+        c.seek(0)
+        t0 = time.process_time()
+        n_all = sum(1 for _ in c.decode(v))
+        ms = (time.process_time() - t0) * 1000 / max(n_all, 1)
+    pts_a, keys_a = np.sort(pts), np.sort(keys)
+    targets = (np.arange(num_frames) + 0.5) * seconds / num_frames
+    need = set()
+    run_key = None
+    for i, t in enumerate(targets):
+        k = keys_a[np.searchsorted(keys_a, t, side="right") - 1]
+        if run_key is None or k > targets[i - 1]:
+            run_key = k
+        need.update(np.nonzero((pts_a >= run_key) & (pts_a <= t))[0].tolist())
+    return ms, len(need), n_all
+
+
+def measure(pipelines: dict, repeats: int) -> dict:
+    """Clips per CPU-second of this process for each pipeline (= clips/s per core: everything
+    is single-threaded; CPU time rather than wall time keeps the number meaningful on a shared
+    machine). Rounds are interleaved; the median round counts."""
+    times: dict[str, list[float]] = {k: [] for k in pipelines}
+    for rnd in range(repeats + 1):
+        for name, fn in pipelines.items():
+            t0 = time.process_time()
+            fn()
+            if rnd:  # round 0 warms up (page cache, codec init)
+                times[name].append(time.process_time() - t0)
+    return {k: 1.0 / float(np.median(v)) for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gop", type=int, default=50, help="max keyframe interval (frames at 25 fps)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="zorro_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    files = {"720p": (work / "bench_720p.mp4", 1280, 720), "224p": (work / "bench_224p.mp4", 398, 224)}
+    files = {"720p": (1280, 720), "224p": (398, 224)}
     rows = []
-    for name, (path, w, h) in files.items():
+    floors = []
+    for name, (w, h) in files.items():
+        path = work / f"bench_{name}_g{args.gop}.mp4"
         if not path.exists():
-            make_file(path, w, h, args.seconds)
+            make_file(path, w, h, args.seconds, gop=args.gop)
         kw = dict(start=0.0, duration=args.seconds, num_frames=8, image_size=224, sample_rate=16000, threads=1)
         clip = read_clip(path, **kw)
         assert clip.video.shape == (3, 8, 224, 224) and clip.audio.shape == (int(args.seconds * 16000),)
-        naive = rate(lambda: naive_clip(path, args.seconds), args.repeats)
-        rows.append((name, "naive (PyAV, all frames to RGB)", naive, 1.0))
+        pipes = {"naive (PyAV, all frames to RGB)": lambda: naive_clip(path, args.seconds)}
         for backend in available_backends():
-            r = rate(lambda: read_clip(path, backend=backend, **kw), args.repeats)
-            rows.append((name, f"zorro read_clip [{backend}]", r, r / naive))
-            # audio and video separately, to see where the time goes
-            rv = rate(lambda: read_clip(path, backend=backend, audio=False, **kw), args.repeats)
-            rows.append((name, f"  video only [{backend}]", rv, rv / naive))
-            ra = rate(lambda: read_clip(path, backend=backend, video=False, **kw), args.repeats)
-            rows.append((name, f"  audio only [{backend}]", ra, ra / naive))
+            pipes[f"zorro exact [{backend}]"] = lambda b=backend: read_clip(path, backend=b, **kw)
+        pipes["  video only [pyav]"] = lambda: read_clip(path, audio=False, **kw)
+        pipes["  audio only [pyav]"] = lambda: read_clip(path, video=False, **kw)
+        pipes["opt-in fast_decode=True [pyav]"] = lambda: read_clip(path, fast_decode=True, **kw)
+        pipes["opt-in seek_mode='keyframe' [pyav]"] = lambda: read_clip(path, seek_mode="keyframe", **kw)
+        res = measure(pipes, args.repeats)
+        naive = res["naive (PyAV, all frames to RGB)"]
+        rows += [(name, what, r, r / naive) for what, r in res.items()]
+        floors.append((name, *exact_floor(path, args.seconds)))
+    print(f"x264 veryfast, keyframe interval <= {args.gop} frames (25 fps), {args.repeats} interleaved rounds, medians")
     print(f"{'file':6} {'pipeline':38} {'clips/s/core':>12} {'vs naive':>9}")
     for name, what, r, rel in rows:
         print(f"{name:6} {what:38} {r:12.2f} {rel:8.2f}x")
+    for name, ms, need, n_all in floors:
+        print(
+            f"{name}: {ms:.2f} ms per decoded frame (1 thread); exact alignment decodes {need} of {n_all} "
+            f"frames -> video floor {ms * need:.0f} ms/clip = {1000 / (ms * need):.1f} clips/s/core before audio"
+        )
 
 
 if __name__ == "__main__":

@@ -268,3 +268,89 @@ def test_bframes_skipping_never_drops_a_picked_frame(suite, backend):
         expected = np.floor(targets * 25 + 1e-9) / 25
         np.testing.assert_allclose(clip.frame_times.numpy(), expected, atol=1e-6)
         np.testing.assert_allclose(_levels(clip), [media.level_at(t) for t in expected], atol=LEVEL_TOL)
+
+
+def _all_frame_times(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.sort([float(f.time) for f in c.decode(video=0)])
+
+
+def _key_times(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return np.sort([float(p.pts * s.time_base) for p in c.demux(s) if p.is_keyframe and p.pts is not None])
+
+
+@pytest.mark.parametrize("start, dur, n", [(0.0, 3.0, 8), (0.2, 2.5, 5), (1.0, 1.9, 3)])
+def test_exact_mode_seeks_between_keyframes_without_changing_frames(suite, start, dur, n):
+    # bframes.mp4 has a keyframe every 12 frames: targets spanning keyframes are decoded in
+    # separate runs; every frame must still be the one displayed at its target
+    path = suite["bframes"]
+    keys = _key_times(path)
+    targets = start + (np.arange(n) + 0.5) * dur / n
+    assert any(((keys > a) & (keys <= b)).any() for a, b in zip(targets[:-1], targets[1:]))
+    clip = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16)
+    ft = _all_frame_times(path)
+    expected = np.array([ft[ft <= t + 1e-9].max() for t in targets])
+    np.testing.assert_allclose(clip.frame_times.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(_levels(clip), [media.level_at(t) for t in expected], atol=LEVEL_TOL)
+    assert clip.video_valid_frames == n
+
+
+@pytest.mark.parametrize("backend_name", ["pyav", "torchcodec"])
+def test_keyframe_seek_mode_reports_the_keyframe_times(suite, backend_name):
+    if backend_name not in available_backends():
+        pytest.skip(f"{backend_name} not installed")
+    path = suite["bframes"]
+    keys = _key_times(path)
+    start, dur, n = 0.1, 2.8, 7
+    clip = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16, seek_mode="keyframe", backend=backend_name)
+    targets = start + (np.arange(n) + 0.5) * dur / n
+    expected = np.array([keys[keys <= t + 1e-9].max() for t in targets])
+    np.testing.assert_allclose(clip.frame_times.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(_levels(clip), [media.level_at(t) for t in expected], atol=LEVEL_TOL)
+    assert clip.video_valid_frames == n and clip.audio.shape == (int(round(dur * SR)),)
+    exact = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16, backend=backend_name)
+    torch.testing.assert_close(clip.audio, exact.audio)  # audio is unaffected
+
+
+def test_keyframe_seek_mode_pads_past_the_end(suite):
+    clip = read_clip(suite["bframes"], start=2.0, duration=2.0, num_frames=4, image_size=16, seek_mode="keyframe")
+    assert clip.padded and clip.video_valid_frames == 2
+    torch.testing.assert_close(clip.video[:, 3], clip.video[:, 1])
+
+
+@pytest.mark.parametrize("name", ["webm", "mpg", "vfr"])
+def test_keyframe_seek_mode_other_containers(suite, name):
+    clip = read_clip(suite[name], start=0.3, duration=1.0, num_frames=4, image_size=16, seek_mode="keyframe")
+    targets = 0.3 + (np.arange(4) + 0.5) * 0.25
+    times = clip.frame_times.numpy()
+    assert np.all(times <= targets + 1e-6) and np.all(np.diff(times) >= 0)
+    np.testing.assert_allclose(_levels(clip), [media.level_at(t) for t in times], atol=LEVEL_TOL)
+
+
+def test_fast_decode_keeps_times_and_stays_close(suite):
+    kw = dict(start=0.2, duration=2.5, num_frames=6, image_size=32)
+    exact = read_clip(suite["bframes"], **kw)
+    fast = read_clip(suite["bframes"], fast_decode=True, **kw)
+    torch.testing.assert_close(fast.frame_times, exact.frame_times)
+    assert float((fast.video - exact.video).abs().max()) * 255 <= LEVEL_TOL
+    torch.testing.assert_close(fast.audio, exact.audio)
+    # codecs without a deblocking filter to skip decode exactly
+    a = read_clip(suite["webm"], **dict(kw, duration=1.5))
+    b = read_clip(suite["webm"], fast_decode=True, **dict(kw, duration=1.5))
+    torch.testing.assert_close(a.video, b.video)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(seek_mode="fast"), ValueError, "seek_mode"),
+        (dict(seek_mode=1), TypeError, "seek_mode"),
+        (dict(fast_decode="yes"), TypeError, "fast_decode"),
+        (dict(threads=True), ValueError, "threads"),
+    ],
+)
+def test_bad_decoder_options(suite, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        read_clip(suite["mp4"], duration=1.0, num_frames=2, image_size=16, **kwargs)

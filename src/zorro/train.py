@@ -67,6 +67,9 @@ class TrainConfig:
     image_size: int = 224  # square crop side (pixels)
     sample_rate: int = 16000  # audio rate (Hz)
     eval_clips: int = 1  # evenly spaced clips per file at evaluation
+    decoder: str = "pyav"  # "pyav", "torchcodec" or "auto"
+    seek_mode: str = "exact"  # "exact" frames, or "keyframe" (approximate, much faster on long files)
+    fast_decode: bool = False  # skip h264 deblocking (small pixel error, faster)
     cache_decoded: bool = False  # decode every clip once and keep it in memory (small data)
     num_workers: int = 2  # DataLoader worker processes
     batch_size: int = 32  # per process, per micro-batch
@@ -228,6 +231,9 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
         sample_rate=cfg.sample_rate,
         clips_per_video=1 if train else cfg.eval_clips,
         seed=cfg.seed,
+        backend=cfg.decoder,
+        seek_mode=cfg.seek_mode,
+        fast_decode=cfg.fast_decode,
     )
 
 

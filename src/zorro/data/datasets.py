@@ -223,6 +223,8 @@ class ClipDataset(Dataset):
         seed: base seed; item randomness depends only on ``(seed, epoch, index)``, so results
             do not depend on worker count or order. Call :meth:`set_epoch` each epoch.
         backend: decoder backend (``"pyav"``, ``"torchcodec"``, ``"auto"``).
+        seek_mode, fast_decode: decoding trade-offs, see :class:`zorro.data.MediaReader`
+            (defaults: exact frames, exact pixels).
     """
 
     def __init__(
@@ -246,6 +248,8 @@ class ClipDataset(Dataset):
         hflip_prob: float = 0.5,
         seed: int = 0,
         backend: str = "pyav",
+        seek_mode: str = "exact",
+        fast_decode: bool = False,
     ):
         entries = list(entries)
         if not entries:
@@ -281,6 +285,8 @@ class ClipDataset(Dataset):
         self.hflip_prob = float(hflip_prob)
         self.seed = int(seed)
         self.backend = backend
+        self.seek_mode = seek_mode
+        self.fast_decode = fast_decode
         self.epoch = 0
         self.num_skipped = 0  # items skipped in this process (main process when num_workers=0)
         self._logged: set[str] = set()
@@ -339,7 +345,7 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         threads = 1 if get_worker_info() is not None else 0
         try:
-            with MediaReader(entry.path, backend=self.backend, threads=threads) as reader:
+            with MediaReader(entry.path, backend=self.backend, threads=threads, seek_mode=self.seek_mode, fast_decode=self.fast_decode) as reader:
                 info = reader.info
                 start = self._choose_start(entry, info.start, info.end, clip_no, rng)
                 clip = reader.read(

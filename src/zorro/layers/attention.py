@@ -103,18 +103,41 @@ class AttentionPlan:
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """Zorro self-attention of ``q, k, v (b, h, n, d)`` -> ``(b, h, n, d)``."""
+        return self.attend_tokens_first(q, k, v, scale).transpose(1, 2)
+
+    def attend_tokens_first(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        """Like :meth:`attend` but returns ``(b, n, h, d)``, the layout the output projection reads.
+
+        With the ``"sdpa"`` backend the result is contiguous: the CPU and CUDA SDPA kernels
+        write their output in ``(b, m, h, d)`` memory order, so the per-type results are
+        concatenated along the token axis in that order -- one copy, and the following
+        ``reshape(b, n, h * d)`` is a free view (concatenating heads-first and transposing
+        afterwards costs a second full copy, and under autograd keeps both alive).
+        """
         if self.backend == "eager":
-            return eager_attention(q, k, v, self.mask, scale)
+            return eager_attention(q, k, v, self.mask, scale).transpose(1, 2)
         if self.backend == "flex":
             from torch.nn.attention.flex_attention import flex_attention
 
-            return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale)
-        outs = [
-            _sdpa_or_zeros(q[:, :, qs], k[:, :, ks], v[:, :, ks], scale)
-            for qs, ks in self.groups
-            if qs.stop > qs.start
-        ]
-        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+            return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale).transpose(1, 2)
+        # Cut q, k, v once into the per-type spans with ``split``: its backward is one
+        # concatenation, where a slice per use costs a full-size zero-fill + copy + add each.
+        n = q.shape[-2]
+        sizes = [self.layout.count(t) for t in SEQUENCE_ORDER]
+        pieces = {name: dict(zip(SEQUENCE_ORDER, t.split(sizes, dim=2))) for name, t in (("q", q), ("k", k), ("v", v))}
+        outs = []
+        for token_type, (qs, ks) in zip(SEQUENCE_ORDER, self.groups):
+            if qs.stop == qs.start:
+                continue
+            qg = pieces["q"][token_type]
+            if (ks.start, ks.stop) == (0, n):  # every key (fusion queries)
+                kg, vg = k, v
+            elif (ks.start, ks.stop) == (qs.start, qs.stop):  # the query's own span
+                kg, vg = pieces["k"][token_type], pieces["v"][token_type]
+            else:  # any other contiguous run (not produced by the current rule)
+                kg, vg = k[:, :, ks], v[:, :, ks]
+            outs.append(_sdpa_or_zeros(qg, kg, vg, scale).transpose(1, 2))  # (b, m, h, d)
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
 class SelfAttention(nn.Module):
@@ -138,8 +161,8 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.to_qkv(self.norm(x)).view(b, n, 3, self.heads, self.dim_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (b, h, n, d) each
-        out = plan.attend(q, k, v, self.scale)  # (b, h, n, d)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+        out = plan.attend_tokens_first(q, k, v, self.scale)  # (b, n, h, d)
+        return self.to_out(out.reshape(b, n, self.heads * self.dim_head))
 
 
 class AttentionPool(nn.Module):

@@ -1,0 +1,49 @@
+"""``make bench``: run every benchmark of the project, one after the other.
+
+* ``bench_model.py`` -- our model against the dense seed-style reference (issue 7).
+* ``bench_decode.py`` -- clip decoding throughput (issue 5), when present.
+
+Arguments after ``--`` go to ``bench_model.py`` (e.g. ``python benchmarks/run_all.py -- --quick``);
+``--quick`` alone is passed to it as well. Results land in ``benchmarks/results/``.
+Exit status: non-zero if any benchmark failed to run (missed performance goals are reported,
+not failures).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        own, model_args = argv[:cut], argv[cut + 1 :]
+    else:
+        own, model_args = argv, []
+    if "--quick" in own and "--quick" not in model_args:
+        model_args.append("--quick")
+    jobs = [("bench_model", [sys.executable, str(HERE / "bench_model.py"), *model_args])]
+    if (HERE / "bench_decode.py").exists():
+        jobs.append(("bench_decode", [sys.executable, str(HERE / "bench_decode.py")]))
+    failed = []
+    for name, cmd in jobs:
+        print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd)
+        print(f"=== {name} finished in {time.time() - t0:.0f} s (exit {rc})", flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Correctness of the fast paths added for performance (issue 7), each against the reference.
+
+* ``AttentionPlan.attend_tokens_first`` (the SDPA split writing ``(b, n, h, d)`` directly)
+  against the dense eager backend: values and gradients, every layout shape, fp32 and bf16.
+* The memory-saving GEGLU autograd function against the plain expression.
+* The analytic FLOP count of the benchmark against a direct count (mask sum, parameters).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from zorro import Zorro
+from zorro.layers.attention import AttentionPlan
+from zorro.layers.feedforward import FeedForward, _Geglu, geglu
+from zorro.masks import SELF_ATTENTION_RULE, TokenLayout, dense_mask
+
+LAYOUTS = [(7, 3, 11), (0, 2, 9), (5, 2, 0), (6, 0, 8), (1, 1, 1)]
+
+
+def qkv(layout: TokenLayout, b: int = 2, h: int = 3, d: int = 8, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, layout.total, d, generator=g).to(dtype).requires_grad_() for _ in range(3)]
+
+
+@pytest.mark.parametrize("counts", LAYOUTS)
+def test_tokens_first_sdpa_matches_eager_values_and_grads(counts):
+    layout = TokenLayout(*counts)
+    sdpa, eager = AttentionPlan(layout, "sdpa", "cpu"), AttentionPlan(layout, "eager", "cpu")
+    q, k, v = qkv(layout)
+    got = sdpa.attend_tokens_first(q, k, v, 0.35)
+    assert got.shape == (2, layout.total, 3, 8)
+    assert got.is_contiguous(), "the (b, n, h, d) result must reshape to (b, n, h*d) as a view"
+    want = eager.attend_tokens_first(q, k, v, 0.35)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sdpa.attend(q, k, v, 0.35), got.transpose(1, 2))
+    w = torch.randn_like(got)
+    g_sdpa = torch.autograd.grad((got * w).sum(), (q, k, v))
+    g_eager = torch.autograd.grad((want * w).sum(), (q, k, v))
+    for a, b in zip(g_sdpa, g_eager):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_tokens_first_bf16_close_to_fp32_eager():
+    layout = TokenLayout(40, 4, 60)
+    q, k, v = qkv(layout, d=16)
+    want = AttentionPlan(layout, "eager", "cpu").attend_tokens_first(q, k, v, 0.25)
+    got = AttentionPlan(layout, "sdpa", "cpu").attend_tokens_first(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.25)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous()
+    assert (got.float() - want).abs().max() < 3e-2
+
+
+def test_model_sdpa_vs_eager_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = Zorro(dim=32, depth=2, heads=2, dim_head=16, num_fusion_tokens=3).eval()
+    a, v = torch.randn(2, 8000), torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(audio=a, video=v)
+        ref = model.set_attn_backend("eager")(audio=a, video=v)
+    assert (fast.float() - ref.float()).abs().max() < 5e-2
+
+
+def test_geglu_function_matches_plain_expression():
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 14, requires_grad=True)
+    value, gate = h.chunk(2, dim=-1)
+    plain = value * torch.nn.functional.gelu(gate)
+    fused = _Geglu.apply(h)
+    assert torch.equal(fused, plain)
+    w = torch.randn_like(plain)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), h)
+    (g_fused,) = torch.autograd.grad((fused * w).sum(), h)
+    torch.testing.assert_close(g_fused, g_plain, atol=1e-6, rtol=1e-6)
+    h64 = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_Geglu.apply, (h64,))
+
+
+def test_geglu_bf16_and_no_grad_path():
+    torch.manual_seed(0)
+    h = torch.randn(4, 10).bfloat16().requires_grad_()
+    value, gate = h.chunk(2, dim=-1)
+    plain = value * torch.nn.functional.gelu(gate)
+    assert torch.equal(geglu(h), plain)
+    (g1,) = torch.autograd.grad(geglu(h).float().sum(), h)
+    (g2,) = torch.autograd.grad(plain.float().sum(), h)
+    torch.testing.assert_close(g1, g2, atol=1e-2, rtol=1e-2)
+    with torch.no_grad():
+        assert torch.equal(geglu(h), plain)
+
+
+def test_feedforward_gradients_match_plain_autograd():
+    torch.manual_seed(0)
+    ff = FeedForward(16)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    out = ff(x)
+    value, gate = ff.proj_in(ff.norm(x)).chunk(2, dim=-1)
+    ref = ff.proj_out(value * torch.nn.functional.gelu(gate))
+    torch.testing.assert_close(out, ref)
+    params = [x, *ff.parameters()]
+    for a, b in zip(torch.autograd.grad(out.square().sum(), params), torch.autograd.grad(ref.square().sum(), params)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_geglu_compiles_without_graph_breaks():
+    ff = FeedForward(16)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    compiled = torch.compile(ff, fullgraph=True)
+    torch.testing.assert_close(compiled(x), ff(x))
+    compiled(x).sum().backward()
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_model.py"
+    spec = importlib.util.spec_from_file_location("bench_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_flop_formula_matches_direct_count():
+    bm = _bench_module()
+    n_a, n_f, n_v = 12, 3, 20
+    layout = TokenLayout(n_a, n_f, n_v)
+    types = layout.token_types()
+    assert bm.allowed_pairs(n_a, n_f, n_v) == int(dense_mask(types, types, SELF_ATTENTION_RULE).sum())
+    model = Zorro(dim=32, depth=3, heads=2, dim_head=8, num_fusion_tokens=n_f)
+    per_layer_params = sum(p.numel() for name, p in model.blocks[0].named_parameters() if p.dim() == 2)
+    fl = bm.forward_flops(n_a, n_f, n_v, batch=2, dim=32, depth=3, heads=2, dim_head=8, audio_patch=256, video_patch=1536)
+    assert fl["linear"] == 3 * 2.0 * 2 * layout.total * per_layer_params
+    assert fl["attention"] == 3 * 4.0 * 2 * 2 * 8 * bm.allowed_pairs(n_a, n_f, n_v)
+    assert fl["total"] == pytest.approx(sum(v for k, v in fl.items() if k != "total"))
+
+
+def test_benchmark_main_layout_is_the_issue_configuration():
+    bm = _bench_module()
+    lay = bm.layout_for(bm.MAIN_N)
+    assert (lay["n_a"], lay["n_f"], lay["n_v"], lay["n"]) == (664, 16, 1568, 2248)
+    fl = bm.forward_flops(lay["n_a"], lay["n_f"], lay["n_v"], batch=2, dim=512, depth=4, heads=8, dim_head=64)
+    assert 160e9 < fl["total"] < 175e9  # the issue quotes ~166 GFLOP (linear + allowed blocks)

@@ -59,7 +59,7 @@ def test_manifests_and_info(built):
     root, info = built
     assert json.loads((root / "info.json").read_text()) == info
     assert info["version"] == avdigits.AVDIGITS_VERSION
-    assert info["params"] == SMALL
+    assert info["params"] == {**SMALL, "colour_prob": 0.0}
     for split, count in (("train", 20), ("test", 10)):
         rows = _rows(root, split)
         assert len(rows) == count == info["counts"][split]["clips"]
@@ -257,3 +257,17 @@ def test_demo_does_not_import_model_or_training_code():
                 assert not node.module.startswith("zorro.") or node.module.startswith("zorro.demo"), node.module
             if isinstance(node, ast.Import):
                 assert all(not a.name.startswith("zorro.") or a.name.startswith("zorro.demo") for a in node.names)
+
+
+def test_colour_prob_controls_the_clip_colours():
+    import numpy as np
+
+    image = np.zeros((8, 8))
+    image[2:6, 3:5] = 1.0
+    rng = np.random.default_rng(0)
+    kinds = {avdigits.render_digit_video(image, rng, num_frames=2, image_size=16)[1]["colour"] for _ in range(20)}
+    assert kinds == {"grey"}
+    kinds = {avdigits.render_digit_video(image, rng, num_frames=2, image_size=16, colour_prob=1.0)[1]["colour"] for _ in range(5)}
+    assert kinds == {"colour"}
+    with pytest.raises(ValueError, match="colour_prob"):
+        avdigits.render_digit_video(image, rng, num_frames=2, image_size=16, colour_prob=1.5)

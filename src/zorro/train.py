@@ -460,6 +460,8 @@ class Trainer:
     def _resume(self) -> tuple[int, int]:
         ckpt = latest_checkpoint(self.out / "checkpoints") if self.cfg.resume else None
         if ckpt is None:
+            if self.dist.is_main and (self.out / "log.jsonl").exists():
+                (self.out / "log.jsonl").unlink()  # a fresh run starts a fresh log
             return 0, 0
         state = load_training_checkpoint(ckpt, model=self.objective, optimizer=self.optimizer, scheduler=self.scheduler, restore_rng=True)
         extra = state["extra"]

@@ -78,13 +78,21 @@ MODEL_KW: dict[str, Any] = dict(
     dim=512, depth=4, heads=8, dim_head=64, num_fusion_tokens=16,
     spec_aug_freq_mask=0, spec_aug_time_mask=0, spec_aug_stretch_factor=1.0,
 )
-#: Placeholder demo configuration (issue 7; the lead fixes the final one). Keys ``batch``,
-#: ``audio_seconds``, ``frames``, ``size`` describe the inputs; all others go to ``Zorro``.
-DEMO_DEFAULT: dict[str, Any] = dict(
-    dim=128, depth=4, heads=4, dim_head=32, fbank_num_mel_bins=64,
-    video_patch_size=8, video_temporal_patch_size=2,
-    batch=32, audio_seconds=1.0, frames=8, size=32,
-)
+def _demo_default() -> dict[str, Any]:
+    """The AV-digits demo's model and input geometry (read from the recipe, so they match)."""
+    from zorro.recipes.avdigits_demo import DEMO_SETTINGS
+
+    data = DEMO_SETTINGS["data"]
+    return dict(
+        DEMO_SETTINGS["model"],
+        batch=DEMO_SETTINGS["finetune"]["batch_size"], audio_seconds=data["duration"],
+        frames=data["num_frames"], size=data["image_size"],
+    )
+
+
+#: The demo configuration. Keys ``batch``, ``audio_seconds``, ``frames``, ``size`` describe
+#: the inputs; all others go to ``Zorro``.
+DEMO_DEFAULT: dict[str, Any] = _demo_default()
 DEMO_INPUT_KEYS = ("batch", "audio_seconds", "frames", "size")
 
 

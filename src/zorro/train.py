@@ -518,7 +518,7 @@ class Trainer:
                 with sync:
                     with _autocast(cfg, device):
                         loss, parts = module(batch)
-                    if not torch.isfinite(loss):
+                    if not self._all_finite(loss):
                         self._checkpoint(epoch, micro - micro % cfg.accum_steps)
                         raise NonFiniteLossError(
                             f"non-finite loss {float(loss.detach())} at step {self.step} (parts {parts}); the last good state is "
@@ -566,6 +566,13 @@ class Trainer:
             self._log({"step": self.step, "epoch": epoch, "eval": metrics})
         self._finish(metrics)
         return metrics
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """True when the loss is finite on every process (so all ranks stop together)."""
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.dist.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
 
     def _global_mean(self, value: float) -> float:
         """Average of a per-process float over all processes (the value itself when alone)."""

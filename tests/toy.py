@@ -82,6 +82,7 @@ def ddp_worker(rank, world_size, port, out_dir, cfg_overrides):
         train(tiny_config(out_dir, **cfg_overrides), ToyAV(), None, toy_vocab())
     finally:
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

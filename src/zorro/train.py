@@ -565,6 +565,8 @@ class Trainer:
             metrics = self.evaluate()
             self._log({"step": self.step, "epoch": epoch, "eval": metrics})
         self._finish(metrics)
+        if self.dist.world_size > 1:
+            dist.barrier()  # other ranks wait while rank 0 writes, so all leave the group together
         return metrics
 
     def _all_finite(self, loss: torch.Tensor) -> bool:

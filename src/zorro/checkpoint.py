@@ -371,19 +371,11 @@ def load_training_checkpoint(
 
 def _load_state_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint's ``state.pt`` with ``torch.load(weights_only=True)`` (never runs pickled code)."""
-    import pickle
-
-    from zorro.hub import UnsafeCheckpointError
+    from zorro.hub import safe_torch_load
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint is missing {path.name}: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled objects other than tensors and plain containers; refused without running them "
-            f"({str(err).splitlines()[0]})"
-        ) from None
+    state = safe_torch_load(path, map_location)
     if not isinstance(state, dict) or "rng" not in state:
         raise ValueError(f"{path} is not a zorro checkpoint state file")
     return state

@@ -192,6 +192,22 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 # ------------------------------------------------------------------------------ reading tensors
 
 
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only.
+
+    Raises:
+        UnsafeCheckpointError: the pickle holds anything else (nothing of it is executed).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled objects other than tensors and plain containers; it was refused without "
+            f"running any of them (torch.load(weights_only=True) said: {str(err).splitlines()[0]}). Re-save the "
+            "weights as a plain state dict (torch.save(model.state_dict(), ...)) or as safetensors."
+        ) from None
+
+
 def load_state_dict_file(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read a flat ``{name: tensor}`` dict without ever executing pickled code.
 
@@ -219,13 +235,7 @@ def load_state_dict_file(path: str | os.PathLike, *, map_location: str | torch.d
 
         return load_file(str(path), device=str(map_location))
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled objects other than tensors and plain containers; it was refused without "
-            f"running any of them (torch.load(weights_only=True) said: {str(err).splitlines()[0]}). Re-save the "
-            "weights as a plain state dict (torch.save(model.state_dict(), ...)) or as safetensors."
-        ) from None
+        obj = safe_torch_load(path, map_location)
     except RuntimeError as err:
         if "zip" in str(err) or "magic number" in str(err) or "invalid load key" in str(err):
             raise ValueError(f"{path} is not a torch.save file nor a safetensors file: {err}") from None

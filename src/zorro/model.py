@@ -17,9 +17,8 @@ The forward pass is layered so users reach what they need without surgery:
 from __future__ import annotations
 
 import logging
-import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import torch

@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -238,11 +238,6 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
 
 
 # ---------------------------------------------------------------------------- objectives
-
-
-def _labels_of(batch: Mapping[str, Any], sel: torch.Tensor | None = None) -> torch.Tensor:
-    label = batch["label"]
-    return label if sel is None else label[sel]
 
 
 class SupervisedObjective(nn.Module):

@@ -141,7 +141,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
     from torch.utils.data import DataLoader
 
-    from zorro.data import ClipDataset, collate_clips
+    from zorro.data import ClipDataset, collate_clips, split_by_modality
     from zorro.model import Zorro
 
     folder = Path(args.model)
@@ -159,9 +159,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     with torch.no_grad():
         for batch in loader:
             skipped += batch["num_skipped"]
-            for group in _groups(batch):
+            for group in split_by_modality(batch):
                 out = model.encode(audio=group["audio"], video=group["video"])
-                for i, row in enumerate(group["batch_index"].tolist()):
+                for row in group["batch_index"].tolist():
                     index.append({"row": len(index), "path": batch["path"][row], "has_audio": bool(batch["has_audio"][row]), "has_video": bool(batch["has_video"][row])})
                 for name in ("audio", "video", "fusion", "global"):
                     value = out.embeddings.get(name)
@@ -173,12 +173,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     out_path.with_suffix(".index.json").write_text(json.dumps(index, indent=1))
     logger.info("wrote %d embeddings (%s) to %s; %d unreadable files skipped", len(index), ", ".join(tensors), out_path, skipped)
     return 0
-
-
-def _groups(batch):
-    from zorro.data import split_by_modality
-
-    return split_by_modality(batch)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import media  # noqa: E402
 
 from zorro.data import CropBox, DecodeError, MediaReader, available_backends, probe, read_clip  # noqa: E402
+from zorro.data import decode as decode_module  # noqa: E402
 
 SR = 16000
 LEVEL_TOL = 6.0  # grey levels (0..255) lost to lossy coding
@@ -354,3 +355,162 @@ def test_fast_decode_keeps_times_and_stays_close(suite):
 def test_bad_decoder_options(suite, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         read_clip(suite["mp4"], duration=1.0, num_frames=2, image_size=16, **kwargs)
+
+
+# -- the planned exact path (one demux pass, decoding stops at the last shown frame) --------
+
+
+def _packet_by_packet(monkeypatch):
+    """Force exact decoding through the general (seek per run, pick by decoded time) path."""
+    monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", lambda self, *a: None)
+
+
+@pytest.mark.parametrize(
+    "name, start, dur, n",
+    [
+        ("bframes", 0.0, 3.0, 8),
+        ("bframes", 0.37, 1.3, 7),
+        ("bframes", 1.01, 0.5, 5),
+        ("bframes", 2.0, 2.0, 6),  # past the end: padding
+        ("mp4", 0.25, 1.0, 4),
+        ("mp4", 1.2, 1.5, 5),  # past the end: padding
+        ("webm", 0.1, 1.7, 6),
+        ("vfr", 0.0, 1.6, 8),
+        ("vfr", 0.7, 1.5, 6),  # past the end, frames far apart
+        ("mkv6", 0.2, 1.0, 3),
+        ("late", None, 1.0, 4),
+        ("avi", 0.3, 1.0, 4),
+    ],
+)
+@pytest.mark.parametrize("threads", [0, 1])
+def test_planned_exact_path_matches_the_packet_by_packet_path(suite, monkeypatch, name, start, dur, n, threads):
+    kw = dict(start=start, duration=dur, num_frames=n, image_size=24, threads=threads, audio=False)
+    used = []
+    planned = decode_module.MediaReader._pyav_planned_frames
+
+    def spy(self, *args):
+        out = planned(self, *args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", spy)
+    fast = read_clip(suite[name], **kw)
+    assert used == [True], "the planned path gave up on a plain file"
+    _packet_by_packet(monkeypatch)
+    slow = read_clip(suite[name], **kw)
+    assert torch.isfinite(fast.frame_times).all()
+    assert torch.equal(fast.frame_times, slow.frame_times)
+    assert torch.equal(fast.video, slow.video)  # bit-identical pixels
+    assert fast.video_valid_frames == slow.video_valid_frames
+
+
+def test_planned_exact_path_decodes_nothing_after_the_last_target(suite, monkeypatch):
+    # bframes.mp4: keyframe every 12 frames and B-frames. Every packet fed to the decoder must
+    # decode at or before the last target (the general path decoded a few frames past each
+    # run's last target to see that the next frame starts later).
+    path = suite["bframes"]
+    start, dur, n = 0.1, 2.6, 6
+    targets = start + (np.arange(n) + 0.5) * dur / n
+    fed: list[tuple[float, float]] = []  # (decode time, presentation time) in s
+    feed_run = decode_module.MediaReader._feed_run
+
+    def spy(cc, packets, first, last, want):
+        for p in packets[first : last + 1]:
+            fed.append((float(p.dts * p.time_base), float(p.pts * p.time_base)))
+        return feed_run(cc, packets, first, last, want)
+
+    monkeypatch.setattr(decode_module.MediaReader, "_feed_run", staticmethod(spy))
+    clip = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16)
+    ft = _all_frame_times(path)
+    expected = np.array([ft[ft <= t + 1e-9].max() for t in targets])
+    np.testing.assert_allclose(clip.frame_times.numpy(), expected, atol=1e-6)
+    assert fed and max(d for d, _ in fed) <= targets[-1] + 1e-9
+    assert len({p for _, p in fed}) == len(fed)  # no packet decoded twice
+    assert max(p for _, p in fed) <= expected[-1] + 0.1  # at most a reordering delay beyond
+
+
+def test_mpeg_ps_video_uses_the_packet_by_packet_path(suite, monkeypatch):
+    # MPEG-PS packets carry timestamps on only some frames: they cannot plan the decode
+    calls = []
+    monkeypatch.setattr(decode_module.MediaReader, "_feed_run", staticmethod(lambda *a: calls.append(a) or iter(())))
+    clip = read_clip(suite["mpg"], start=0.3, duration=1.0, num_frames=4, image_size=16)
+    assert not calls and clip.video_valid_frames == 4
+    _check_frames(clip, 1.0, 4)
+
+
+
+@pytest.fixture(scope="module")
+def low_fps(tmp_path_factory):
+    """2 fps h264 with B-frames (x264 medium): a B-frame can follow, in decode order, a
+    P-frame shown more than a second after it."""
+    d = tmp_path_factory.mktemp("lowfps")
+    return {
+        "mp4": media.make_media(d / "lowfps.mp4", fps=2, duration=12.0, x264_preset="medium"),
+        "mkv": media.make_media(d / "lowfps.mkv", container_format="matroska", fps=2, duration=12.0, x264_preset="medium"),
+    }
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])  # mkv: packets without decode timestamps
+@pytest.mark.parametrize("path_kind", ["planned", "packet_by_packet"])
+@pytest.mark.parametrize("threads", [0, 1])
+def test_low_frame_rate_bframes_keep_exact_frames(low_fps, monkeypatch, container, path_kind, threads):
+    # regression: the packet-by-packet path stopped at the first packet shown 1 s after the
+    # last target, before the B-frames decoded after it (here the frames shown at the
+    # targets), and frames drained from the decoder had NaN times: wrong frames + padding
+    path = low_fps[container]
+    with av.open(str(path)) as c:
+        types = [int(f.pict_type) for f in c.decode(video=0)]
+    assert 3 in types  # AV_PICTURE_TYPE_B
+    used = []
+    if path_kind == "packet_by_packet":
+        _packet_by_packet(monkeypatch)
+    else:
+        planned = decode_module.MediaReader._pyav_planned_frames
+
+        def spy(self, *args):
+            out = planned(self, *args)
+            used.append(out is not None)
+            return out
+
+        monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", spy)
+    ft = _all_frame_times(path)
+    for start, dur, n in ((0.0, 6.0, 3), (1.0, 8.0, 4), (0.0, 12.0, 5)):
+        clip = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16, threads=threads)
+        targets = start + (np.arange(n) + 0.5) * dur / n
+        expected = np.array([ft[ft <= t + 1e-9].max() for t in targets])
+        np.testing.assert_allclose(clip.frame_times.numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(_levels(clip), [media.level_at(t) for t in expected], atol=LEVEL_TOL)
+        assert clip.video_valid_frames == n and not clip.padded
+    past = read_clip(path, start=3.0, duration=12.0, num_frames=6, image_size=16, threads=threads)
+    assert past.video_valid_frames == 5 and past.padded  # the last target is 2.5 s past the end
+    torch.testing.assert_close(past.video[:, 5], past.video[:, 4])
+    assert all(used)  # the planned path handled every window (mkv: without decode timestamps)
+
+
+# -- audio conversion helpers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo", "5.1"])
+@pytest.mark.parametrize("rate, sr", [(48000, 16000), (22050, 16000), (16000, 16000)])
+def test_downmix_resample_equals_downmix_then_resample(layout, rate, sr):
+    channels = av.AudioLayout(layout).nb_channels
+    buf = np.random.default_rng(0).uniform(-0.9, 0.9, (channels, rate // 3 + 7)).astype(np.float32)
+    lay = av.AudioLayout(layout)
+    got = decode_module._downmix_resample(buf, lay, rate, sr)
+    want = decode_module._resample(decode_module._downmix(buf, lay), rate, sr)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt", ["fltp", "flt", "s16", "s16p", "s32", "dbl"])
+def test_audio_channels_match_the_generic_conversion(fmt):
+    rng = np.random.default_rng(1)
+    src = av.AudioFrame.from_ndarray(rng.uniform(-1, 1, (2, 1000)).astype(np.float32), format="fltp", layout="stereo")
+    src.sample_rate = 48000
+    frame = av.AudioResampler(format=fmt, layout="stereo", rate=48000).resample(src)[0]
+    got = decode_module._audio_channels(frame, 2)
+    want = decode_module._audio_to_planar_float(frame)
+    assert len(got) == 2
+    for c in range(2):
+        assert got[c].dtype == np.float32 and got[c].shape == (frame.samples,)
+        np.testing.assert_array_equal(got[c], want[c])

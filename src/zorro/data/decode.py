@@ -52,6 +52,10 @@ __all__ = [
 _AUDIO_PREROLL = 0.25
 # Extra audio decoded past the window (s) so the resampler's filter tail is real signal.
 _AUDIO_POSTROLL = 0.05
+# Most frames a decoder holds back for reordering (the h264/HEVC picture buffer): once this
+# many + 1 consecutive packets (decode order) are presented after a time, no later packet is
+# presented at or before it.
+_MAX_REORDER_FRAMES = 16
 
 
 class DecodeError(RuntimeError):
@@ -416,7 +420,7 @@ class MediaReader:
         if want_video:
             tc = None
             # keyframe mode needs the keyframe index: PyAV decodes video then, whatever the backend
-            if self.backend == "torchcodec" and self.seek_mode == "exact" and not self._tc_video_unreliable():
+            if self.backend == "torchcodec" and self.seek_mode == "exact" and not self._video_timestamps_unreliable():
                 try:
                     tc = self._tc_video_window(start, duration, num_frames, image_size, box)
                 except Exception:  # see above: fall back to PyAV's packet-level recovery
@@ -471,11 +475,17 @@ class MediaReader:
         them when no other frame references them (typically half the B-frames). A packet with
         timestamp ``p`` is needed iff some target lies in ``[p, next)``, ``next`` being the
         smallest later timestamp among the following packets (a lookahead covering B-frame
-        reordering), so the frame picked for each target is never skipped.
+        reordering), so the frame picked for each target is never skipped. Without
+        ``targets`` every packet is decoded (:meth:`_decode_all_packets`).
         """
+        if targets is None:
+            yield from self._decode_all_packets(stream, stop_time)
+            return
         tb = stream.time_base
+        num, den = (tb.numerator, tb.denominator) if tb is not None else (0, 1)
+        origin = self._origin
         cc = stream.codec_context
-        lookahead = 16 if targets is not None else 0
+        lookahead = 16
         queue: collections.deque = collections.deque()
         source = itertools.chain(self._container.demux(stream), [None])
         try:
@@ -486,8 +496,7 @@ class MediaReader:
                         continue
                 while queue and (incoming is None or len(queue) > lookahead):
                     packet = queue.popleft()
-                    if targets is not None:
-                        cc.skip_frame = "DEFAULT" if self._packet_needed(packet, queue, targets, tb) else "NONREF"
+                    cc.skip_frame = "DEFAULT" if self._packet_needed(packet, queue, targets, num, den) else "NONREF"
                     try:
                         decoded = packet.decode()  # an empty (flush) packet drains the decoder
                     except av.error.EOFError:
@@ -496,10 +505,17 @@ class MediaReader:
                         self._skipped += 1
                         continue
                     yield from decoded
-                    if packet.pts is not None and packet.size and float(packet.pts * tb) - self._origin > stop_time:
-                        # drain reordered frames still in the decoder before stopping
-                        if targets is not None:
-                            cc.skip_frame = "DEFAULT"
+                    pts = packet.pts
+                    if (
+                        pts is not None
+                        and packet.size
+                        and float(pts) * num / den - origin > stop_time
+                        and all(q.pts is None or float(q.pts) * num / den - origin > stop_time for q in queue)
+                    ):
+                        # every frame up to stop_time is decoded (the lookahead holds no earlier
+                        # one: B-frames decoded after a later P-frame are not cut off); drain
+                        # the reordered frames still in the decoder before stopping
+                        cc.skip_frame = "DEFAULT"
                         try:
                             yield from cc.decode(None)
                         except (av.error.FFmpegError, ValueError):
@@ -513,12 +529,45 @@ class MediaReader:
             except Exception:
                 pass
 
-    def _packet_needed(self, packet: Any, queue: Any, targets: np.ndarray, tb: Any) -> bool:
-        if packet.pts is None or not packet.size:
+    def _decode_all_packets(self, stream: Any, stop_time: float):
+        """:meth:`_decode_packets` without ``targets``: every packet is decoded, with no
+        lookahead queue (the audio path: hundreds of small packets per clip)."""
+        tb = stream.time_base
+        num, den = (tb.numerator, tb.denominator) if tb is not None else (0, 1)
+        origin = self._origin
+        cc = stream.codec_context
+        try:
+            for packet in self._container.demux(stream):
+                try:
+                    decoded = packet.decode()  # an empty (flush) packet drains the decoder
+                except av.error.EOFError:
+                    return
+                except (av.error.FFmpegError, ValueError):
+                    self._skipped += 1
+                    continue
+                yield from decoded
+                pts = packet.pts
+                if pts is not None and packet.size and float(pts) * num / den - origin > stop_time:
+                    try:
+                        yield from cc.decode(None)  # drain frames still in the decoder
+                    except (av.error.FFmpegError, ValueError):
+                        pass
+                    return
+        finally:
+            try:
+                cc.flush_buffers()
+            except Exception:
+                pass
+
+    def _packet_needed(self, packet: Any, queue: Any, targets: np.ndarray, num: int, den: int) -> bool:
+        """Whether ``packet``'s frame may be shown at a target (see :meth:`_decode_packets`);
+        ``num / den`` is the stream's time base."""
+        pts = packet.pts
+        if pts is None or not packet.size:
             return True
-        later = [q.pts for q in queue if q.pts is not None and q.pts > packet.pts]
-        p = float(packet.pts * tb) - self._origin
-        nxt = float(min(later) * tb) - self._origin if later else math.inf
+        later = [q.pts for q in queue if q.pts is not None and q.pts > pts]
+        p = float(pts) * num / den - self._origin
+        nxt = float(min(later)) * num / den - self._origin if later else math.inf
         i = int(np.searchsorted(targets, p - 1e-6))
         if i < len(targets) and targets[i] < nxt:
             return True
@@ -537,33 +586,40 @@ class MediaReader:
         buf = valid = None
         cursor = None  # container time (s) where the next frame without pts goes
         next_off = None  # buffer index right after the previous frame
-        for frame in self._decode_packets(stream, a1 + 0.1):
-            if frame.samples == 0:
+        channels = 0
+        tb = stream.time_base
+        tb_num, tb_den = (tb.numerator, tb.denominator) if tb is not None else (0, 0)
+        for frame in self._decode_all_packets(stream, a1 + 0.1):
+            samples = frame.samples
+            if samples == 0:
                 continue
             if native_rate is None:
                 native_rate = int(frame.sample_rate)
                 layout = frame.layout
+                channels = layout.nb_channels
                 n = int(math.ceil((a1 - a0) * native_rate))
-                buf = np.zeros((len(layout.channels), n), dtype=np.float32)
+                buf = np.zeros((channels, n), dtype=np.float32)
                 valid = np.zeros(n, dtype=bool)
-            if int(frame.sample_rate) != native_rate or len(frame.layout.channels) != buf.shape[0]:
+            if frame.sample_rate != native_rate or frame.layout.nb_channels != channels:
                 self._skipped += 1  # mid-stream format change: not supported, drop the frame
                 continue
-            t = frame.time - self._origin if frame.pts is not None else cursor
+            # frame.time's formula with the stream's time base (drained frames carry none)
+            t = float(frame.pts) * tb_num / tb_den - self._origin if frame.pts is not None and tb_den else cursor
             if t is None:
                 t = a0
-            cursor = t + frame.samples / native_rate
+            cursor = t + samples / native_rate
             if t >= a1:
                 break
             off = int(round((t - a0) * native_rate))
             if next_off is not None and abs(off - next_off) <= max(2, int(0.004 * native_rate)):
                 off = next_off  # timestamps are rounded (e.g. to ms in Matroska): keep contiguity
-            next_off = off + frame.samples
-            data = _audio_to_planar_float(frame)
+            next_off = off + samples
             lo = max(off, 0)
-            hi = min(off + data.shape[1], buf.shape[1])
+            hi = min(off + samples, n)
             if hi > lo:
-                buf[:, lo:hi] = data[:, lo - off : hi - off]
+                data = _audio_channels(frame, channels)
+                for c in range(channels):
+                    buf[c, lo:hi] = data[c][lo - off : hi - off]
                 valid[lo:hi] = True
         n_out = int(round(duration * sr))
         if buf is not None and self.info.audio_end is not None:
@@ -574,7 +630,7 @@ class MediaReader:
                 valid[cut:] = False
         if buf is None or not valid.any():
             return torch.zeros(n_out), 0, self._skipped
-        mono = _resample(_downmix(buf, layout), native_rate, sr)
+        mono = _downmix_resample(buf, layout, native_rate, sr)
         first = int(round(_AUDIO_PREROLL * sr))
         out = np.zeros(n_out, dtype=np.float32)
         seg = mono[first : first + n_out]
@@ -666,9 +722,18 @@ class MediaReader:
         the number of damaged packets skipped.
 
         Targets are split into runs that start at a keyframe: when a keyframe lies after a
-        target and at or before the next one, the next run seeks to that keyframe instead of
+        target and at or before the next one, the next run starts at that keyframe instead of
         decoding the frames in between (which no target shows). Exact: every run starts at a
-        keyframe at or before its first target and decodes forward from there."""
+        keyframe at or before its first target and decodes forward from there.
+
+        The planned path (:meth:`_pyav_planned_frames`: one demux pass, decoding stops right
+        after the last shown frame) is tried first; when it cannot vouch for its result
+        (missing timestamps, damaged packets, a frame that does not come out) the window is
+        decoded by the packet-by-packet path below, which seeks per run and picks frames by
+        their decoded timestamps."""
+        planned = self._pyav_planned_frames(stream, targets, tol)
+        if planned is not None:
+            return planned, 0
         stream_start = self.info.video_start or 0.0
         runs = [list(range(len(targets)))]
         if len(targets) > 1:
@@ -695,6 +760,148 @@ class MediaReader:
             for i, g in zip(run, got):
                 chosen[i] = g
         return chosen, skipped
+
+    def _pyav_planned_frames(self, stream: Any, targets: np.ndarray, tol: float) -> list | None:
+        """Exact frames from one demux pass, decoding as little as possible; None when the
+        result cannot be vouched for (the caller then decodes packet by packet).
+
+        The window's packets are demuxed once (from the keyframe at or before the first
+        target until decode timestamps pass the last target, or, without decode timestamps,
+        until more packets in a row than a decoder can reorder are presented after it: every
+        frame presented at or before the last target is then known) and kept. Each target's
+        frame is planned from packet timestamps: the one with the latest presentation time
+        ``<=`` the target, i.e. what the packet-by-packet path picks from decoded frames.
+        Each run of targets
+        (split at keyframes as in :meth:`_pyav_exact_frames`) feeds the decoder its kept
+        packets from the run's keyframe up to the last planned frame in decode order, then
+        drains it, so no frame after the last target is decoded; packets of unplanned frames
+        are decoded with ``skip_frame="NONREF"``. Targets more than ``tol`` (s) after the
+        last frame of a stream that ends in the window are padding (None), as in the
+        packet-by-packet path. Decoded frames are matched to the plan by their integer pts;
+        any mismatch, missing presentation timestamp (MPEG-PS/TS), damaged packet,
+        out-of-order output or frame that does not come out returns None.
+
+        Returns one ``(time (s), frame)`` or None (padding) per target; times are computed
+        as ``av.Frame.time`` computes them, shifted to the container timeline."""
+        tb = stream.time_base
+        if tb is None or not targets.size or self._video_timestamps_unreliable():
+            return None
+        num, den = tb.numerator, tb.denominator
+        origin = self._origin
+        t_last = float(targets[-1])
+        self._seek(stream, float(targets[0]))
+        packets: list = []
+        pts_list: list[int] = []
+        ended = False  # the stream ends before the last target
+        after = 0  # consecutive packets presented after t_last
+        try:
+            for packet in self._container.demux(stream):
+                if not packet.size:
+                    continue
+                pts, dts = packet.pts, packet.dts
+                if pts is None or (dts is not None and dts > pts):
+                    return None
+                packets.append(packet)
+                pts_list.append(pts)
+                if dts is not None:
+                    # decode times only grow and pts >= dts: later packets are all after t_last
+                    if float(dts) * num / den - origin > t_last:
+                        break
+                elif float(pts) * num / den - origin > t_last:  # no dts (Matroska): count
+                    after += 1
+                    if after > _MAX_REORDER_FRAMES:
+                        break
+                else:
+                    after = 0
+            else:
+                ended = True
+        except (av.error.FFmpegError, ValueError):
+            return None
+        if not packets or not packets[0].is_keyframe or len(set(pts_list)) != len(pts_list):
+            return None
+        # presentation times, computed exactly as av.Frame.time computes them
+        times = np.array([float(p) * num / den for p in pts_list]) - origin
+        order = np.argsort(times, kind="stable")
+        sorted_times = times[order]
+        keys = [i for i, p in enumerate(packets) if p.is_keyframe]
+        key_times = times[keys]
+        if np.any(np.diff(key_times) <= 0):
+            return None  # keyframes out of presentation order: leave it to the general path
+        # the frame shown at each target: the latest presentation time <= target
+        pos = np.searchsorted(sorted_times, targets, side="right") - 1
+        if pos[0] < 0:
+            return None  # first target before every demuxed frame (stream start): general path
+        shown = order[pos]  # packet (decode-order) index of each target's frame
+        # past the end of the stream the last frame stands for one frame period, then padding
+        beyond = np.zeros(len(targets), dtype=bool)
+        if ended:
+            beyond = (pos == len(order) - 1) & (targets - sorted_times[-1] > tol)
+        # runs: a keyframe after one target and at or before the next starts a new run
+        run_key = [0]
+        for i in range(1, len(targets)):
+            k = int(np.searchsorted(key_times, targets[i] + 1e-9, side="right")) - 1
+            if k >= 0 and key_times[k] > targets[i - 1] + 1e-9:
+                run_key.append(keys[k])
+            else:
+                run_key.append(run_key[-1])
+        cc = stream.codec_context
+        known = set(pts_list)
+        frames_by_pts: dict[int, Any] = {}
+        i = 0
+        n = len(targets)
+        try:
+            while i < n:
+                first = run_key[i]
+                j = i
+                while j < n and run_key[j] == first:
+                    j += 1
+                want = {int(shown[k]) for k in range(i, j) if not beyond[k]}
+                if not want:
+                    i = j
+                    continue  # every target of the run is padding
+                if min(want) < first or float(times[first]) > float(targets[i]) + 1e-9:
+                    return None  # a planned frame before the run's keyframe
+                want_pts = {pts_list[k] for k in want}
+                cc.flush_buffers()
+                prev_pts = None
+                for frame in self._feed_run(cc, packets, first, max(want), want):
+                    pts = frame.pts
+                    if pts not in known or (prev_pts is not None and pts <= prev_pts):
+                        return None  # frames the packets do not account for, or out of order
+                    prev_pts = pts
+                    if pts in want_pts:
+                        frames_by_pts[pts] = frame
+                cc.flush_buffers()
+                i = j
+        except (av.error.FFmpegError, ValueError):
+            return None  # a damaged packet: the general path skips and counts it
+        finally:
+            cc.skip_frame = "DEFAULT"
+            try:
+                cc.flush_buffers()
+            except Exception:
+                pass
+        chosen: list = []
+        for k in range(n):
+            if beyond[k]:
+                chosen.append(None)
+                continue
+            frame = frames_by_pts.get(pts_list[int(shown[k])])
+            if frame is None:
+                return None  # a planned frame did not come out of the decoder
+            # frame.time, computed from pts (drained frames carry no time base of their own)
+            chosen.append((float(frame.pts) * num / den - origin, frame))
+        return chosen
+
+    @staticmethod
+    def _feed_run(cc: Any, packets: list, first: int, last: int, want: set[int]):
+        """Decode ``packets[first:last + 1]`` (decode order) then drain the decoder, yielding
+        frames; packets whose index is not in ``want`` get ``skip_frame="NONREF"``."""
+        for idx in range(first, last + 1):
+            cc.skip_frame = "DEFAULT" if idx in want else "NONREF"
+            yield from packets[idx].decode()
+        cc.skip_frame = "DEFAULT"
+        yield from cc.decode(None)  # the frames held back for reordering
 
     def _pyav_keyframe_frames(self, stream: Any, targets: np.ndarray, tol: float) -> tuple[list | None, int]:
         """``seek_mode="keyframe"``: for each target the last keyframe at or before it
@@ -757,10 +964,14 @@ class MediaReader:
         cursor = None
         first_frame: tuple[float, Any] | None = None
         self._seen_needed = False
+        tb = stream.time_base
+        num, den = (tb.numerator, tb.denominator) if tb is not None else (0, 0)
         for frame in self._decode_packets(stream, float(targets[-1]) + 1.0, targets=targets):
             self._seen_needed = True
-            if frame.pts is not None:
-                t = frame.time - self._origin
+            if frame.pts is not None and den:
+                # frame.time's formula with the stream's time base: frames drained from the
+                # decoder (after the last packet) carry no time base and frame.time is NaN
+                t = float(frame.pts) * num / den - self._origin
             else:
                 t = cursor if cursor is not None else 0.0
             cursor = t + tol
@@ -783,9 +994,10 @@ class MediaReader:
         return chosen, prev, first_frame
 
     # -- torchcodec ------------------------------------------------------------------------
-    def _tc_video_unreliable(self) -> bool:
-        """MPEG program/transport streams carry timestamps on only some packets; torchcodec's
-        frame index then misplaces frames, so PyAV decodes their video."""
+    def _video_timestamps_unreliable(self) -> bool:
+        """MPEG program/transport streams carry timestamps on only some packets: torchcodec's
+        frame index then misplaces frames and packet timestamps cannot plan which frames to
+        decode, so their video goes through PyAV's packet-by-packet path."""
         names = set((self._container.format.name or "").split(","))
         return bool(names & {"mpeg", "mpegts", "mpegvideo"})
 
@@ -889,6 +1101,19 @@ def _resize_crop_torch(frames_nhwc: torch.Tensor, plan: ScalePlan) -> torch.Tens
     return x.permute(1, 0, 2, 3).contiguous()
 
 
+def _audio_channels(frame: Any, channels: int) -> Sequence[np.ndarray]:
+    """A decoded audio frame's channels, each ``(samples,)`` float32 in [-1, 1]: read-only
+    views of the frame's buffers for float formats (what AAC, MP3, Opus and Vorbis decoders
+    output), converted arrays otherwise."""
+    name = frame.format.name
+    samples = frame.samples
+    if name == "fltp":
+        return [np.frombuffer(plane, dtype=np.float32, count=samples) for plane in frame.planes]
+    if name == "flt":
+        return np.frombuffer(frame.planes[0], dtype=np.float32, count=samples * channels).reshape(samples, channels).T
+    return _audio_to_planar_float(frame)
+
+
 def _audio_to_planar_float(frame: Any) -> np.ndarray:
     """A decoded audio frame as ``(channels, samples)`` float32 in [-1, 1]."""
     arr = frame.to_ndarray()
@@ -909,16 +1134,20 @@ def _audio_to_planar_float(frame: Any) -> np.ndarray:
     return arr
 
 
-def _downmix(buf: np.ndarray, layout: Any) -> np.ndarray:
+def _downmix(buf: np.ndarray, layout: Any, out: np.ndarray | None = None) -> np.ndarray:
     """``(C, N)`` -> ``(N,)``: the mean of the channels, leaving out low-frequency-effects
-    channels when others exist (keeps a signal present on every channel at its level)."""
+    channels when others exist (keeps a signal present on every channel at its level).
+    ``out``: optional ``(N,)`` float32 array to write into (returned)."""
     if buf.shape[0] == 1:
-        return buf[0]
+        if out is None:
+            return buf[0]
+        out[:] = buf[0]
+        return out
     names = [getattr(ch, "name", "") for ch in getattr(layout, "channels", ())]
     keep = [i for i, n in enumerate(names) if n != "LFE"] if len(names) == buf.shape[0] else []
     if keep and len(keep) < buf.shape[0]:
         buf = buf[keep]
-    return buf.mean(axis=0)
+    return buf.mean(axis=0, out=out)
 
 
 def _resample(mono: np.ndarray, rate: int, sr: int) -> np.ndarray:
@@ -927,6 +1156,27 @@ def _resample(mono: np.ndarray, rate: int, sr: int) -> np.ndarray:
     if rate == sr:
         return mono.astype(np.float32, copy=True)
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono[None, :], dtype=np.float32), format="fltp", layout="mono")
+    return _resample_frame(frame, rate, sr)
+
+
+def _downmix_resample(buf: np.ndarray, layout: Any, rate: int, sr: int) -> np.ndarray:
+    """``(C, N)`` float32 audio at ``rate`` Hz -> ``(M,)`` mono float32 at ``sr`` Hz: the same
+    as ``_resample(_downmix(buf, layout), rate, sr)``, with the downmix written straight into
+    the resampler's input frame instead of copied there."""
+    if rate == sr:
+        return np.array(_downmix(buf, layout), dtype=np.float32, copy=True)
+    n = buf.shape[1]
+    frame = av.AudioFrame(format="fltp", layout="mono", samples=n)
+    plane = np.frombuffer(frame.planes[0], dtype=np.float32, count=n)
+    if not plane.flags.writeable:  # a PyAV whose frame buffers are read-only: copy instead
+        return _resample(_downmix(buf, layout), rate, sr)
+    _downmix(buf, layout, out=plane)
+    return _resample_frame(frame, rate, sr)
+
+
+def _resample_frame(frame: Any, rate: int, sr: int) -> np.ndarray:
+    """Resample a mono float ``av.AudioFrame`` holding the whole signal at ``rate`` Hz to
+    ``(M,)`` float32 at ``sr`` Hz (swresample through ``av.AudioResampler``, flushed)."""
     frame.sample_rate = rate
     frame.pts = None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
@@ -934,6 +1184,8 @@ def _resample(mono: np.ndarray, rate: int, sr: int) -> np.ndarray:
     chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     if not chunks:
         return np.zeros(0, dtype=np.float32)
+    if len(chunks) == 1:
+        return chunks[0].astype(np.float32, copy=False)
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 

@@ -271,3 +271,30 @@ def test_colour_prob_controls_the_clip_colours():
     assert kinds == {"colour"}
     with pytest.raises(ValueError, match="colour_prob"):
         avdigits.render_digit_video(image, rng, num_frames=2, image_size=16, colour_prob=1.5)
+
+
+def test_grey_clips_draw_dark_ink_and_motion_bounds_the_travel():
+    image = np.zeros((8, 8))
+    image[1:7, 1:7] = 1.0  # a solid block, so the ink's centre of mass is the digit's centre
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        video, _ = render_digit_video(image, rng, num_frames=4, image_size=32)
+        frame = video[0, :, :, 0].astype(float)
+        assert frame[14:18, 14:18].mean() < frame[0:3, 0:3].mean() - 40  # ink darker than the corner background
+    for motion, bound in ((0.0, 1.0), (1.0, 9.0)):
+        offsets = []
+        for _ in range(20):
+            video, _ = render_digit_video(image, rng, num_frames=4, image_size=32, motion=motion)
+            ink = 255.0 - video[..., 0].astype(float)
+            ink -= np.median(ink, axis=(1, 2), keepdims=True)
+            ink = np.clip(ink, 0, None)
+            yy, xx = np.mgrid[0:32, 0:32]
+            cy = (ink * yy).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
+            cx = (ink * xx).sum(axis=(1, 2)) / ink.sum(axis=(1, 2))
+            offsets.append(np.abs(np.stack([cy, cx]) - 15.5).max())
+        assert max(offsets) <= bound, (motion, max(offsets))
+    assert max(offsets) > 2.0  # full motion does move the digit
+    with pytest.raises(ValueError, match="motion"):
+        render_digit_video(image, rng, num_frames=2, image_size=16, motion=1.5)
+    with pytest.raises(ValueError, match="size_range"):
+        render_digit_video(image, rng, num_frames=2, image_size=16, size_range=(0.5, 0.95))

@@ -50,6 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zorro.distributed import gather_with_grad as _gather_with_grad
+from zorro.distributed import world as _distributed_world
+
 __all__ = [
     "info_nce",
     "ZorroContrastiveLoss",
@@ -60,51 +63,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _distributed_world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group, (0, 1) when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class _AllGatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward routes each rank's share of the gradient home.
-
-    Forward: ``(B, P)`` on every rank -> ``(W * B, P)``, rank ``r``'s rows at ``[r*B, (r+1)*B)``.
-    Backward: the gradients of the gathered tensor are summed over ranks (every rank's loss
-    depends on every rank's rows) and rank ``r`` keeps its own slice. This is what
-    ``torch.distributed.nn.functional.all_gather`` does (deprecated since torch 2.10);
-    ``all_reduce`` is used because every backend, gloo included, supports it.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        world = torch.distributed.get_world_size()
-        ctx.rank, ctx.batch = torch.distributed.get_rank(), x.shape[0]
-        x = x.contiguous()
-        chunks = [torch.empty_like(x) for _ in range(world)]
-        torch.distributed.all_gather(chunks, x)
-        return torch.cat(chunks, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        torch.distributed.all_reduce(grad, op=torch.distributed.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch]
-
-
-def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (``(B, P)``) from every rank along dim 0, keeping gradients.
-
-    A tensor that does not require grad (e.g. a detached target) is gathered without autograd.
-    """
-    if not x.requires_grad:
-        chunks = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
-        torch.distributed.all_gather(chunks, x.contiguous())
-        return torch.cat(chunks, dim=0)
-    return _AllGatherWithGrad.apply(x)
 
 
 def _as_scale(logit_scale: torch.Tensor | float, ref: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path, *, title: 
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in records]
     ax.plot(steps, [r["loss"] for r in records], label="total", linewidth=2)
-    part_names = sorted({k for r in records for k in r.get("parts", {}) if k != "total"})
+    part_names = sorted({k for r in records for k in r.get("parts", {}) if k not in ("total", "temperature")})
     for name in part_names:
         ax.plot(steps, [r.get("parts", {}).get(name, float("nan")) for r in records], label=name, alpha=0.7)
     ax.set_xlabel("optimiser step")

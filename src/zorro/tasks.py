@@ -30,15 +30,17 @@ class ZorroPretrainer(nn.Module):
         backbone: a :class:`~zorro.model.Zorro` whose return tokens include AUDIO and VIDEO.
         proj_dim: width of the unimodal projections (fusion/global get ``2 * proj_dim``).
         temperature: fixed InfoNCE temperature, or None for a learnable, clamped one.
+        batch_norm: standardise the outputs over the global batch before projecting them
+            (:class:`~zorro.heads.BatchStandardize`).
     """
 
-    def __init__(self, backbone: Zorro, proj_dim: int = 128, temperature: float | None = None) -> None:
+    def __init__(self, backbone: Zorro, proj_dim: int = 128, temperature: float | None = None, *, batch_norm: bool = True) -> None:
         super().__init__()
         names = output_names(backbone)
         if "audio" not in names or "video" not in names:
             raise ValueError(f"contrastive pre-training needs AUDIO and VIDEO return tokens; the model has {names}")
         self.backbone = backbone
-        self.head = ContrastiveHead(backbone.config.dim, proj_dim, names=names, fixed_temperature=temperature)
+        self.head = ContrastiveHead(backbone.config.dim, proj_dim, names=names, fixed_temperature=temperature, batch_norm=batch_norm)
 
     def forward(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Returns ``(embeddings, projections)``: dicts name -> ``(b, D)`` and name -> ``(b, P)``."""

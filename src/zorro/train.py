@@ -90,6 +90,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # 0 = off
     proj_dim: int = 128  # contrastive projection width
     temperature: float | None = None  # fixed InfoNCE temperature (None: learned, clamped)
+    proj_batch_norm: bool = True  # standardise outputs over the global batch before projecting
     fusion_weight: float = 1.0  # weight of the o_F term of the contrastive loss
     global_weight: float = 1.0  # weight of the o_G term of the contrastive loss
     # run
@@ -291,7 +292,10 @@ class ContrastiveObjective(nn.Module):
             self.num_unpaired += int((~paired).sum())
             audio, video = audio[paired], video[paired]
         _, proj = self.task(audio=audio, video=video)
-        return self.loss(proj, self.task.head.logit_scale())
+        scale = self.task.head.logit_scale()
+        loss, parts = self.loss(proj, scale)
+        parts["temperature"] = float(1.0 / scale.detach())
+        return loss, parts
 
 
 # ---------------------------------------------------------------------------- optimiser
@@ -345,7 +349,7 @@ def build_backbone(cfg: TrainConfig) -> Zorro:
 def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn.Module:
     """The objective module of ``cfg.task`` around ``backbone``."""
     if cfg.task == "pretrain":
-        task = ZorroPretrainer(backbone, proj_dim=cfg.proj_dim, temperature=cfg.temperature)
+        task = ZorroPretrainer(backbone, proj_dim=cfg.proj_dim, temperature=cfg.temperature, batch_norm=cfg.proj_batch_norm)
         return ContrastiveObjective(task, fusion_weight=cfg.fusion_weight, global_weight=cfg.global_weight)
     if not num_classes:
         raise ValueError("supervised training needs labels (a manifest with a label column)")

@@ -135,3 +135,10 @@ def test_numbers_written_as_yaml_text_are_accepted():
     assert cfg.lr == 3e-4 and cfg.weight_decay == 1e-2
     with pytest.raises(ValueError, match="lr must be a number"):
         TrainConfig(lr="fast")
+
+
+def test_two_view_pretraining_runs_and_logs_its_terms(tmp_path):
+    metrics = train(tiny_config(tmp_path, task="pretrain", epochs=1, intra_weight=0.5), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
+    assert {"a2v_r1", "v2a_r1"} <= set(metrics)
+    parts = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["parts"]
+    assert {"audio_video", "audio_audio", "video_video", "temperature"} <= set(parts)

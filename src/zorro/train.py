@@ -34,9 +34,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from zorro.augment import ClipAugment
 from zorro.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from zorro.data import ClipDataset, LabelVocab, SkipTracker, collate_clips, split_by_modality
-from zorro.losses import ZorroContrastiveLoss, classification_loss, mixup
+from zorro.losses import ZorroContrastiveLoss, classification_loss, info_nce, mixup
 from zorro.model import Zorro
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
 
@@ -92,6 +93,7 @@ class TrainConfig:
     temperature: float | None = None  # fixed InfoNCE temperature (None: learned, clamped)
     proj_batch_norm: bool = True  # standardise outputs over the global batch before projecting
     fusion_weight: float = 1.0  # weight of the o_F term of the contrastive loss
+    intra_weight: float = 0.0  # weight of the two-view audio-audio and video-video terms (0 = one view)
     global_weight: float = 1.0  # weight of the o_G term of the contrastive loss
     # run
     out_dir: str = "runs/default"
@@ -274,12 +276,22 @@ class SupervisedObjective(nn.Module):
 
 class ContrastiveObjective(nn.Module):
     """Symmetric InfoNCE between o_A and o_V plus the fusion/global terms
-    (:class:`zorro.losses.ZorroContrastiveLoss`). Clips lacking a modality are left out."""
+    (:class:`zorro.losses.ZorroContrastiveLoss`). Clips lacking a modality are left out.
 
-    def __init__(self, task: ZorroPretrainer, *, fusion_weight: float, global_weight: float) -> None:
+    With ``intra_weight > 0`` every clip is seen as two augmented views
+    (:class:`zorro.augment.ClipAugment`, one forward over the ``2B`` clips): the loss is the
+    mean of the two views' audio-video losses plus ``intra_weight`` times the audio-audio
+    and video-video InfoNCE between the views.
+    """
+
+    def __init__(self, task: ZorroPretrainer, *, fusion_weight: float, global_weight: float, intra_weight: float = 0.0) -> None:
         super().__init__()
+        if not (isinstance(intra_weight, (int, float)) and math.isfinite(intra_weight) and intra_weight >= 0):
+            raise ValueError(f"intra_weight must be a finite number >= 0, got {intra_weight!r}")
         self.task = task
         self.loss = ZorroContrastiveLoss(fusion_weight=fusion_weight, global_weight=global_weight)
+        self.intra_weight = float(intra_weight)
+        self.augment = ClipAugment()
         self.num_unpaired = 0
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -291,9 +303,27 @@ class ContrastiveObjective(nn.Module):
         if not bool(paired.all()):
             self.num_unpaired += int((~paired).sum())
             audio, video = audio[paired], video[paired]
-        _, proj = self.task(audio=audio, video=video)
+        if self.intra_weight == 0:
+            _, proj = self.task(audio=audio, video=video)
+            scale = self.task.head.logit_scale()
+            loss, parts = self.loss(proj, scale)
+            parts["temperature"] = float(1.0 / scale.detach())
+            return loss, parts
+        b = audio.shape[0]
+        views_a = torch.cat([self.augment.audio(audio), self.augment.audio(audio)])
+        views_v = torch.cat([self.augment.video(video), self.augment.video(video)])
+        _, proj = self.task(audio=views_a, video=views_v)
         scale = self.task.head.logit_scale()
-        loss, parts = self.loss(proj, scale)
+        first = {k: v[:b] for k, v in proj.items()}
+        second = {k: v[b:] for k, v in proj.items()}
+        loss_1, parts_1 = self.loss(first, scale)
+        loss_2, parts_2 = self.loss(second, scale)
+        intra_a = info_nce(first["audio"], second["audio"], scale)
+        intra_v = info_nce(first["video"], second["video"], scale)
+        loss = 0.5 * (loss_1 + loss_2) + self.intra_weight * (intra_a + intra_v)
+        parts = {k: 0.5 * (parts_1[k] + parts_2[k]) for k in parts_1 if k != "total"}
+        parts.update(audio_audio=float(intra_a.detach()), video_video=float(intra_v.detach()))
+        parts["total"] = float(loss.detach())
         parts["temperature"] = float(1.0 / scale.detach())
         return loss, parts
 
@@ -350,7 +380,7 @@ def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn
     """The objective module of ``cfg.task`` around ``backbone``."""
     if cfg.task == "pretrain":
         task = ZorroPretrainer(backbone, proj_dim=cfg.proj_dim, temperature=cfg.temperature, batch_norm=cfg.proj_batch_norm)
-        return ContrastiveObjective(task, fusion_weight=cfg.fusion_weight, global_weight=cfg.global_weight)
+        return ContrastiveObjective(task, fusion_weight=cfg.fusion_weight, global_weight=cfg.global_weight, intra_weight=cfg.intra_weight)
     if not num_classes:
         raise ValueError("supervised training needs labels (a manifest with a label column)")
     task = ZorroClassifier(backbone, num_classes)

@@ -72,8 +72,9 @@ def test_ddp_two_processes_equal_one_process(tmp_path, task):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_exact(tmp_path):
-    overrides = dict(epochs=3, ckpt_every=2)
+@pytest.mark.parametrize("extra", [{}, {"task": "pretrain", "intra_weight": 0.5}], ids=["supervised", "pretrain_two_view"])
+def test_resume_after_sigkill_is_exact(tmp_path, extra):
+    overrides = dict(epochs=3, ckpt_every=2, **extra)
     reference = tmp_path / "reference"
     train(tiny_config(reference, **overrides), ToyAV(), None, toy_vocab())
 

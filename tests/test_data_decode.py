@@ -365,6 +365,20 @@ def _packet_by_packet(monkeypatch):
     monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", lambda self, *a: None)
 
 
+def _spy_planned(monkeypatch) -> list[bool]:
+    """Record, per clip, whether the planned exact path produced the frames (True) or gave up."""
+    used: list[bool] = []
+    planned = decode_module.MediaReader._pyav_planned_frames
+
+    def spy(self, *args):
+        out = planned(self, *args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", spy)
+    return used
+
+
 @pytest.mark.parametrize(
     "name, start, dur, n",
     [
@@ -385,15 +399,7 @@ def _packet_by_packet(monkeypatch):
 @pytest.mark.parametrize("threads", [0, 1])
 def test_planned_exact_path_matches_the_packet_by_packet_path(suite, monkeypatch, name, start, dur, n, threads):
     kw = dict(start=start, duration=dur, num_frames=n, image_size=24, threads=threads, audio=False)
-    used = []
-    planned = decode_module.MediaReader._pyav_planned_frames
-
-    def spy(self, *args):
-        out = planned(self, *args)
-        used.append(out is not None)
-        return out
-
-    monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", spy)
+    used = _spy_planned(monkeypatch)
     fast = read_clip(suite[name], **kw)
     assert used == [True], "the planned path gave up on a plain file"
     _packet_by_packet(monkeypatch)
@@ -461,18 +467,11 @@ def test_low_frame_rate_bframes_keep_exact_frames(low_fps, monkeypatch, containe
     with av.open(str(path)) as c:
         types = [int(f.pict_type) for f in c.decode(video=0)]
     assert 3 in types  # AV_PICTURE_TYPE_B
-    used = []
+    used: list[bool] = []
     if path_kind == "packet_by_packet":
         _packet_by_packet(monkeypatch)
     else:
-        planned = decode_module.MediaReader._pyav_planned_frames
-
-        def spy(self, *args):
-            out = planned(self, *args)
-            used.append(out is not None)
-            return out
-
-        monkeypatch.setattr(decode_module.MediaReader, "_pyav_planned_frames", spy)
+        used = _spy_planned(monkeypatch)
     ft = _all_frame_times(path)
     for start, dur, n in ((0.0, 6.0, 3), (1.0, 8.0, 4), (0.0, 12.0, 5)):
         clip = read_clip(path, start=start, duration=dur, num_frames=n, image_size=16, threads=threads)

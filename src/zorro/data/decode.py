@@ -198,6 +198,22 @@ def _stream_span(stream: Any, container: Any, origin: float) -> tuple[float | No
     return start, end
 
 
+def _drain(cc: Any):
+    """Yield the frames still buffered in a decoder (reordering); stop quietly if draining fails."""
+    try:
+        yield from cc.decode(None)
+    except (av.error.FFmpegError, ValueError):
+        return
+
+
+def _flush(cc: Any) -> None:
+    """Reset a decoder for the next seek; a decoder that cannot flush is left as it is."""
+    try:
+        cc.flush_buffers()
+    except Exception:
+        pass
+
+
 class MediaReader:
     """An open media file that decodes clips (one file, one decoder; not thread-safe).
 
@@ -497,13 +513,9 @@ class MediaReader:
                 while queue and (incoming is None or len(queue) > lookahead):
                     packet = queue.popleft()
                     cc.skip_frame = "DEFAULT" if self._packet_needed(packet, queue, targets, num, den) else "NONREF"
-                    try:
-                        decoded = packet.decode()  # an empty (flush) packet drains the decoder
-                    except av.error.EOFError:
+                    decoded = self._decode_packet(packet)
+                    if decoded is None:
                         return
-                    except (av.error.FFmpegError, ValueError):
-                        self._skipped += 1
-                        continue
                     yield from decoded
                     pts = packet.pts
                     if (
@@ -516,18 +528,12 @@ class MediaReader:
                         # one: B-frames decoded after a later P-frame are not cut off); drain
                         # the reordered frames still in the decoder before stopping
                         cc.skip_frame = "DEFAULT"
-                        try:
-                            yield from cc.decode(None)
-                        except (av.error.FFmpegError, ValueError):
-                            pass
+                        yield from _drain(cc)
                         return
         finally:
             if targets is not None:
                 cc.skip_frame = "DEFAULT"
-            try:
-                cc.flush_buffers()
-            except Exception:
-                pass
+            _flush(cc)
 
     def _decode_all_packets(self, stream: Any, stop_time: float):
         """:meth:`_decode_packets` without ``targets``: every packet is decoded, with no
@@ -538,26 +544,27 @@ class MediaReader:
         cc = stream.codec_context
         try:
             for packet in self._container.demux(stream):
-                try:
-                    decoded = packet.decode()  # an empty (flush) packet drains the decoder
-                except av.error.EOFError:
+                decoded = self._decode_packet(packet)
+                if decoded is None:
                     return
-                except (av.error.FFmpegError, ValueError):
-                    self._skipped += 1
-                    continue
                 yield from decoded
                 pts = packet.pts
                 if pts is not None and packet.size and float(pts) * num / den - origin > stop_time:
-                    try:
-                        yield from cc.decode(None)  # drain frames still in the decoder
-                    except (av.error.FFmpegError, ValueError):
-                        pass
+                    yield from _drain(cc)  # frames still in the decoder
                     return
         finally:
-            try:
-                cc.flush_buffers()
-            except Exception:
-                pass
+            _flush(cc)
+
+    def _decode_packet(self, packet: Any) -> list | None:
+        """The frames of one packet (an empty packet drains the decoder); ``[]`` for a damaged
+        packet, which is counted in ``self._skipped``; ``None`` at the end of the stream."""
+        try:
+            return packet.decode()
+        except av.error.EOFError:
+            return None
+        except (av.error.FFmpegError, ValueError):
+            self._skipped += 1
+            return []
 
     def _packet_needed(self, packet: Any, queue: Any, targets: np.ndarray, num: int, den: int) -> bool:
         """Whether ``packet``'s frame may be shown at a target (see :meth:`_decode_packets`);
@@ -877,10 +884,7 @@ class MediaReader:
             return None  # a damaged packet: the general path skips and counts it
         finally:
             cc.skip_frame = "DEFAULT"
-            try:
-                cc.flush_buffers()
-            except Exception:
-                pass
+            _flush(cc)
         chosen: list = []
         for k in range(n):
             if beyond[k]:
@@ -933,10 +937,7 @@ class MediaReader:
                 except (av.error.FFmpegError, ValueError):
                     frame = None
                 finally:
-                    try:
-                        cc.flush_buffers()
-                    except Exception:
-                        pass
+                    _flush(cc)
                 if frame is None:
                     return None, 0  # a keyframe that does not decode alone: decode exactly
                 ft = float(key_times[k])

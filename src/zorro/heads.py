@@ -93,6 +93,11 @@ def _check_embeddings(
     return present
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 if it is fp16/bf16 (autocast outputs), unchanged otherwise."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class BatchStandardize(nn.Module):
     """Standardise features over the batch, over all ranks: a synchronised, affine-free BatchNorm.
 
@@ -100,7 +105,7 @@ class BatchStandardize(nn.Module):
     *global* batch (gathered from all ranks under ``torch.distributed``, with gradients), so
     ``W`` processes with ``B / W`` examples compute what one process with ``B`` does; running
     estimates (updated with ``momentum``, unbiased variance, like ``nn.BatchNorm1d``) are used
-    in eval mode. Statistics are computed in fp32 whatever the input dtype.
+    in eval mode. Statistics are computed in fp32 (fp64 input stays fp64).
 
     Why the contrastive head needs it: at initialisation a transformer's pooled outputs are
     nearly the same vector for every clip (cosine 0.97-0.99 across a batch), and InfoNCE's
@@ -129,8 +134,7 @@ class BatchStandardize(nn.Module):
         """``(B, D) -> (B, D)``, standardised per feature (bf16/fp16 input gives fp32)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"BatchStandardize: expected (B, {self.dim}), got {tuple(x.shape)}")
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
+        x = _at_least_fp32(x)
         if not self.training:
             return (x - self.running_mean.to(x.dtype)) * torch.rsqrt(self.running_var.to(x.dtype) + self.eps)
         everyone = gather_with_grad(x)
@@ -295,7 +299,7 @@ class ContrastiveHead(nn.Module):
         out = {}
         for name in present:
             z = self.projections[name](embeddings[name])
-            out[name] = F.normalize(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=-1)
+            out[name] = F.normalize(_at_least_fp32(z), dim=-1)
         return out
 
     def extra_repr(self) -> str:

@@ -307,23 +307,22 @@ class ContrastiveObjective(nn.Module):
             _, proj = self.task(audio=audio, video=video)
             scale = self.task.head.logit_scale()
             loss, parts = self.loss(proj, scale)
-            parts["temperature"] = float(1.0 / scale.detach())
-            return loss, parts
-        b = audio.shape[0]
-        views_a = torch.cat([self.augment.audio(audio), self.augment.audio(audio)])
-        views_v = torch.cat([self.augment.video(video), self.augment.video(video)])
-        _, proj = self.task(audio=views_a, video=views_v)
-        scale = self.task.head.logit_scale()
-        first = {k: v[:b] for k, v in proj.items()}
-        second = {k: v[b:] for k, v in proj.items()}
-        loss_1, parts_1 = self.loss(first, scale)
-        loss_2, parts_2 = self.loss(second, scale)
-        intra_a = info_nce(first["audio"], second["audio"], scale)
-        intra_v = info_nce(first["video"], second["video"], scale)
-        loss = 0.5 * (loss_1 + loss_2) + self.intra_weight * (intra_a + intra_v)
-        parts = {k: 0.5 * (parts_1[k] + parts_2[k]) for k in parts_1 if k != "total"}
-        parts.update(audio_audio=float(intra_a.detach()), video_video=float(intra_v.detach()))
-        parts["total"] = float(loss.detach())
+        else:
+            b = audio.shape[0]
+            views_a = torch.cat([self.augment.audio(audio), self.augment.audio(audio)])
+            views_v = torch.cat([self.augment.video(video), self.augment.video(video)])
+            _, proj = self.task(audio=views_a, video=views_v)
+            scale = self.task.head.logit_scale()
+            first = {k: v[:b] for k, v in proj.items()}
+            second = {k: v[b:] for k, v in proj.items()}
+            loss_1, parts_1 = self.loss(first, scale)
+            loss_2, parts_2 = self.loss(second, scale)
+            intra_a = info_nce(first["audio"], second["audio"], scale)
+            intra_v = info_nce(first["video"], second["video"], scale)
+            loss = 0.5 * (loss_1 + loss_2) + self.intra_weight * (intra_a + intra_v)
+            parts = {k: 0.5 * (parts_1[k] + parts_2[k]) for k in parts_1 if k != "total"}
+            parts.update(audio_audio=float(intra_a.detach()), video_video=float(intra_v.detach()))
+            parts["total"] = float(loss.detach())
         parts["temperature"] = float(1.0 / scale.detach())
         return loss, parts
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zorro.augment import ClipAugment, random_affine_intensity, random_time_shift, random_translate
+from zorro.augment import (
+    ClipAugment,
+    random_affine_intensity,
+    random_illumination,
+    random_speed,
+    random_time_reverse,
+    random_time_shift,
+    random_translate,
+    random_zoom,
+)
 
 
 def test_translate_moves_every_frame_by_one_offset_within_the_bound():
@@ -43,6 +52,75 @@ def test_time_shift_is_a_rotation_within_the_bound():
         random_time_shift(audio, 1.0)
 
 
+def test_zoom_scales_about_the_centre_by_a_factor_in_range():
+    # a centred bright square of side 8 in a 32x32 frame: its area scales with factor^2
+    video = torch.zeros(5, 1, 2, 32, 32)
+    video[..., 12:20, 12:20] = 1.0
+    torch.manual_seed(0)
+    out = random_zoom(video, (0.5, 2.0))
+    assert out.shape == video.shape
+    sides = []
+    for clip in out:
+        assert torch.equal(clip[:, 0], clip[:, 1])  # one factor for all frames of a clip
+        mass = clip[0, 0]
+        side = float(mass.sum()) ** 0.5
+        sides.append(side)
+        assert 0.5 * 8 - 1 <= side <= 2.0 * 8 + 1
+        ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+        cy, cx = float((mass * ys).sum() / mass.sum()), float((mass * xs).sum() / mass.sum())
+        assert abs(cy - 15.5) < 0.5 and abs(cx - 15.5) < 0.5  # zoomed about the centre
+    assert max(sides) - min(sides) > 1.0  # clips get their own factors
+    assert torch.equal(random_zoom(video, (1.0, 1.0)), video)
+    with pytest.raises(ValueError, match="scale"):
+        random_zoom(video, (0.0, 1.0))
+
+
+def test_speed_change_moves_a_tone_and_keeps_the_length():
+    rate, n = 16000, 16000
+    t = torch.arange(n) / rate
+    audio = torch.sin(2 * torch.pi * 1000.0 * t).expand(3, n).clone()
+    torch.manual_seed(3)
+    out = random_speed(audio, (1.25, 1.25))
+    assert out.shape == audio.shape
+    spectrum = torch.fft.rfft(out[0, 4000:12000]).abs()  # the middle, away from the zero-padded ends
+    peak_hz = float(spectrum.argmax()) * rate / 8000
+    assert abs(peak_hz - 1250.0) < 10  # 25 % faster: the tone is 25 % higher
+    assert float(out[0, :500].abs().max()) == 0.0  # sped up: the ends are padded with silence
+    slow = random_speed(audio, (0.8, 0.8))
+    assert float(slow[0, :500].abs().max()) > 0.5  # slowed down: nothing to pad
+    assert torch.equal(random_speed(audio, (1.0, 1.0)), audio)
+    with pytest.raises(ValueError, match="factor"):
+        random_speed(audio, (1.2, 1.1))
+
+
+def test_illumination_adds_one_smooth_field_per_clip():
+    torch.manual_seed(4)
+    video = torch.rand(6, 3, 4, 32, 32)
+    out = random_illumination(video, 0.2)
+    field = out - video
+    for f in field:
+        assert torch.allclose(f, f[:1, :1].expand_as(f), atol=1e-6)  # same for every channel and frame
+        assert float(f.abs().max()) <= 0.2 * 5  # scale <= amplitude times a few standard normals
+        assert float((f[0, 0, :, 1:] - f[0, 0, :, :-1]).abs().max()) < 0.2  # smooth: small steps between pixels
+    assert float(field.abs().amax(dim=(1, 2, 3, 4)).std()) > 0  # clips get their own fields
+    assert torch.equal(random_illumination(video, 0.0), video)
+    with pytest.raises(ValueError, match="amplitude"):
+        random_illumination(video, -0.1)
+
+
+def test_time_reverse_flips_whole_clips():
+    video = torch.arange(4.0).reshape(1, 1, 4, 1, 1).expand(64, 1, 4, 2, 2).clone()
+    torch.manual_seed(0)
+    out = random_time_reverse(video, 0.5)
+    flipped = (out[:, 0, 0, 0, 0] == 3.0)
+    assert 10 < int(flipped.sum()) < 54
+    assert torch.equal(out[flipped], video[flipped].flip(2)) and torch.equal(out[~flipped], video[~flipped])
+    assert torch.equal(random_time_reverse(video, 0.0), video)
+    assert torch.equal(random_time_reverse(video, 1.0), video.flip(2))
+    with pytest.raises(ValueError, match="p must be"):
+        random_time_reverse(video, 1.5)
+
+
 def test_intensity_jitter_is_affine_per_clip():
     torch.manual_seed(2)
     video = torch.rand(4, 3, 2, 8, 8)
@@ -57,7 +135,7 @@ def test_intensity_jitter_is_affine_per_clip():
 
 
 def test_clip_augment_is_reproducible_from_the_torch_seed_and_checks_inputs():
-    aug = ClipAugment()
+    aug = ClipAugment(zoom=(0.8, 1.2), speed=(0.9, 1.1), illumination=0.1, video_noise=0.02, reverse=0.5)
     video, audio = torch.rand(3, 3, 4, 16, 16), torch.randn(3, 1600)
     torch.manual_seed(5)
     first = aug.video(video), aug.audio(audio)
@@ -71,6 +149,15 @@ def test_clip_augment_is_reproducible_from_the_torch_seed_and_checks_inputs():
         aug.video(torch.rand(3, 4, 16, 16))
     with pytest.raises(ValueError, match="2 dims"):
         aug.audio(torch.randn(1600))
+
+
+def test_clip_augment_options_come_from_the_training_config():
+    from zorro.train import build_augment
+
+    aug = build_augment({"zoom": [0.8, 1.2], "speed": [0.9, 1.1]})
+    assert aug.zoom == (0.8, 1.2) and aug.speed == (0.9, 1.1)
+    with pytest.raises(ValueError, match="unknown augment options"):
+        build_augment({"zooom": [1, 2]})
 
 
 def test_two_view_objective_adds_the_intra_modal_terms():

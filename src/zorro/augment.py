@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ClipAugment", "random_translate", "random_affine_intensity", "random_time_shift"]
+__all__ = [
+    "ClipAugment", "random_translate", "random_zoom", "random_affine_intensity", "random_illumination", "random_time_reverse",
+    "random_time_shift", "random_speed",
+]
 
 
 def _check_float(x: torch.Tensor, ndim: int, what: str) -> None:
@@ -53,6 +56,32 @@ def random_translate(video: torch.Tensor, max_shift: int) -> torch.Tensor:
     return out.reshape(b, c, t, h, w)
 
 
+def random_zoom(video: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+    """Zoom every clip about its centre by its own random factor, the same for all its frames.
+
+    Args:
+        video: ``(b, c, t, h, w)`` float frames.
+        scale: range ``(low, high)`` of the zoom factor (> 0); above 1 enlarges the content,
+            below 1 shrinks it (the border pixels fill the uncovered margin). Bilinear.
+
+    Returns:
+        ``(b, c, t, h, w)``, same dtype.
+    """
+    _check_float(video, 5, "video")
+    lo, hi = scale
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < scale low <= high, got {scale}")
+    if lo == hi == 1.0:
+        return video
+    b, c, t, h, w = video.shape
+    factor = torch.empty(b, dtype=video.dtype).uniform_(lo, hi)
+    theta = torch.zeros(b, 2, 3, dtype=video.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / factor  # output pixel -> input coordinate
+    grid = torch.nn.functional.affine_grid(theta, [b, c * t, h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(video.reshape(b, c * t, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(b, c, t, h, w)
+
+
 def random_affine_intensity(video: torch.Tensor, contrast: tuple[float, float], brightness: float) -> torch.Tensor:
     """Per-clip contrast and brightness jitter: ``(x - 0.5) * a + 0.5 + o``.
 
@@ -72,6 +101,52 @@ def random_affine_intensity(video: torch.Tensor, contrast: tuple[float, float], 
     a = torch.empty(b, 1, 1, 1, 1, dtype=video.dtype).uniform_(lo, hi)
     o = torch.empty(b, 1, 1, 1, 1, dtype=video.dtype).uniform_(-brightness, brightness)
     return (video - 0.5) * a + 0.5 + o
+
+
+def random_illumination(video: torch.Tensor, amplitude: float, grid: int = 4) -> torch.Tensor:
+    """Add a random smooth brightness field to every clip, the same for all its frames and channels.
+
+    The field is a ``grid x grid`` array of standard normal values, bilinearly upsampled to the
+    frame and scaled by a per-clip factor uniform in ``[0, amplitude]``: it changes shading and
+    background texture, which otherwise identify a clip in two-view learning.
+
+    Args:
+        video: ``(b, c, t, h, w)`` float frames in [0, 1].
+        amplitude: largest scale of the field (>= 0; 0 = off).
+        grid: coarse resolution of the field (>= 1).
+
+    Returns:
+        ``(b, c, t, h, w)`` (not clipped).
+    """
+    _check_float(video, 5, "video")
+    if not amplitude >= 0 or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"need amplitude >= 0 and an int grid >= 1, got {amplitude}, {grid}")
+    if amplitude == 0:
+        return video
+    b, c, t, h, w = video.shape
+    coarse = torch.randn(b, 1, grid, grid, dtype=video.dtype)
+    field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)  # (b, 1, h, w)
+    scale = torch.empty(b, 1, 1, 1, dtype=video.dtype).uniform_(0.0, amplitude)
+    return video + (field * scale)[:, :, None]  # broadcast over channels and frames
+
+
+def random_time_reverse(video: torch.Tensor, p: float) -> torch.Tensor:
+    """Play each clip backwards with probability ``p``.
+
+    Args:
+        video: ``(b, c, t, h, w)`` float frames.
+        p: probability in [0, 1].
+
+    Returns:
+        ``(b, c, t, h, w)``.
+    """
+    _check_float(video, 5, "video")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if p == 0:
+        return video
+    flip = torch.rand(video.shape[0]) < p
+    return torch.where(flip[:, None, None, None, None], video.flip(2), video)
 
 
 def random_time_shift(audio: torch.Tensor, max_fraction: float) -> torch.Tensor:
@@ -96,27 +171,71 @@ def random_time_shift(audio: torch.Tensor, max_fraction: float) -> torch.Tensor:
     return torch.gather(audio, 1, idx)
 
 
+def random_speed(audio: torch.Tensor, factor: tuple[float, float]) -> torch.Tensor:
+    """Play every waveform faster or slower by its own random factor (tempo and pitch change
+    together, like a tape run at another speed), keeping the length.
+
+    The content is resampled about the centre of the clip by linear interpolation; a sped-up
+    clip is zero-padded at both ends, a slowed-down one loses its ends.
+
+    Args:
+        audio: ``(b, samples)`` float waveforms.
+        factor: range ``(low, high)`` of the speed factor (> 0; 1.25 plays 25 % faster).
+
+    Returns:
+        ``(b, samples)``.
+    """
+    _check_float(audio, 2, "audio")
+    lo, hi = factor
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < factor low <= high, got {factor}")
+    if lo == hi == 1.0:
+        return audio
+    b, n = audio.shape
+    r = torch.empty(b, 1, dtype=torch.float64).uniform_(lo, hi)
+    centre = (n - 1) / 2.0
+    pos = (torch.arange(n, dtype=torch.float64)[None, :] - centre) * r + centre  # (b, n) source positions
+    inside = (pos >= 0) & (pos <= n - 1)
+    pos = pos.clamp(0, n - 1)
+    left = pos.floor().long().clamp(max=n - 2) if n > 1 else pos.floor().long()
+    frac = (pos - left).to(audio.dtype)
+    right = (left + 1).clamp(max=n - 1)
+    out = torch.gather(audio, 1, left) * (1 - frac) + torch.gather(audio, 1, right) * frac
+    return out * inside.to(audio.dtype)
+
+
 @dataclass
 class ClipAugment:
     """The two-view augmentation of a batch of clips.
 
-    Video: a random translation of up to ``max_shift_fraction`` of the frame side, then
-    contrast/brightness jitter. Audio: a circular time shift of up to ``time_shift`` of the
-    clip, a random gain, and white noise (SpecAugment, when the model has it, adds masking
-    inside the model).
+    Video: optional time reversal (``reverse``), a random zoom (``zoom``), a random translation
+    of up to ``max_shift_fraction`` of the frame side, contrast/brightness jitter, then an
+    optional smooth brightness field (``illumination``) and pixel noise (``video_noise``). Audio: a random speed change
+    (``speed``), a circular time shift of up to ``time_shift`` of the clip, a random gain,
+    and white noise (SpecAugment, when the model has it, adds masking inside the model).
 
     Attributes:
         max_shift_fraction: translation bound as a fraction of the frame height.
+        zoom: range of the zoom factor (``(1, 1)`` = off).
         contrast: range of the contrast factor.
         brightness: bound of the brightness offset (frames in [0, 1]).
+        illumination: largest amplitude of a random smooth brightness field (0 = off).
+        video_noise: largest std of per-pixel white noise added to the frames (0 = off).
+        reverse: probability of playing a clip backwards.
+        speed: range of the audio speed factor (``(1, 1)`` = off).
         time_shift: bound of the audio shift as a fraction of the clip.
         gain: range of the audio gain.
         noise_std: std of the added white noise (waveform units).
     """
 
     max_shift_fraction: float = 0.125
+    zoom: tuple[float, float] = (1.0, 1.0)
     contrast: tuple[float, float] = (0.6, 1.4)
     brightness: float = 0.2
+    illumination: float = 0.0
+    video_noise: float = 0.0
+    reverse: float = 0.0
+    speed: tuple[float, float] = (1.0, 1.0)
     time_shift: float = 0.25
     gain: tuple[float, float] = (0.5, 1.5)
     noise_std: float = 0.005
@@ -125,7 +244,12 @@ class ClipAugment:
         """``(b, c, t, h, w) -> (b, c, t, h, w)``, one random draw per clip."""
         _check_float(video, 5, "video")
         shift = int(round(self.max_shift_fraction * video.shape[-2]))
-        return random_affine_intensity(random_translate(video, shift), self.contrast, self.brightness)
+        out = random_translate(random_zoom(random_time_reverse(video, self.reverse), tuple(self.zoom)), shift)
+        out = random_illumination(random_affine_intensity(out, self.contrast, self.brightness), self.illumination)
+        if self.video_noise > 0:
+            std = torch.empty(video.shape[0], 1, 1, 1, 1, dtype=video.dtype).uniform_(0.0, self.video_noise)
+            out = out + std * torch.randn_like(out)
+        return out
 
     def audio(self, audio: torch.Tensor) -> torch.Tensor:
         """``(b, samples) -> (b, samples)``, one random draw per clip."""
@@ -133,6 +257,6 @@ class ClipAugment:
         lo, hi = self.gain
         if not 0 < lo <= hi or self.noise_std < 0:
             raise ValueError(f"need 0 < gain low <= high and noise_std >= 0, got {self.gain}, {self.noise_std}")
-        out = random_time_shift(audio, self.time_shift)
+        out = random_time_shift(random_speed(audio, tuple(self.speed)), self.time_shift)
         g = torch.empty(audio.shape[0], 1, dtype=audio.dtype).uniform_(lo, hi)
         return out * g + self.noise_std * torch.randn_like(out)

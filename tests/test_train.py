@@ -143,3 +143,33 @@ def test_two_view_pretraining_runs_and_logs_its_terms(tmp_path):
     assert {"a2v_r1", "v2a_r1"} <= set(metrics)
     parts = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["parts"]
     assert {"audio_video", "audio_audio", "video_video", "temperature"} <= set(parts)
+
+
+def test_precision_auto_picks_bf16_only_where_it_is_native(monkeypatch):
+    import warnings
+
+    import zorro.train as zt
+
+    monkeypatch.setattr(zt, "native_bf16", lambda device="cpu": False)
+    assert zt.resolve_precision("auto") == "fp32"
+    assert zt.resolve_precision("fp32") == "fp32"
+    with pytest.warns(UserWarning, match="without native bf16"):
+        assert zt.resolve_precision("bf16") == "bf16"  # an explicit choice is kept, with a warning
+    monkeypatch.setattr(zt, "native_bf16", lambda device="cpu": True)
+    assert zt.resolve_precision("auto") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert zt.resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        zt.resolve_precision("fp16")
+    assert TrainConfig().precision == "auto"
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    import zorro.train as zt
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert zt.native_bf16("cpu") is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert zt.native_bf16("cpu") is True

@@ -105,6 +105,29 @@ def test_feedforward_gradients_match_plain_autograd():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dim", [16, 24])  # inner 42 (padded to 48 inside) and 64 (no padding)
+def test_feedforward_padding_keeps_the_function_and_its_gradients(dim):
+    from zorro.layers.feedforward import PAD_MULTIPLE
+
+    torch.manual_seed(1)
+    ff = FeedForward(dim).double()
+    assert (ff.inner % PAD_MULTIPLE == 0) == (dim == 24)
+    x = torch.randn(3, 7, dim, dtype=torch.float64, requires_grad=True)
+    h = ff.proj_in(ff.norm(x))
+    value, gate = h.chunk(2, dim=-1)
+    ref = ff.proj_out(value * torch.nn.functional.gelu(gate))
+    out = ff(x)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    params = [x, *ff.parameters()]
+    grads = torch.autograd.grad(out.square().sum(), params)
+    ref_grads = torch.autograd.grad(ref.square().sum(), params)
+    for a, b in zip(grads, ref_grads):
+        assert a.shape == b.shape  # the weights' gradients keep the seed's shapes
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(ff(x), ref.detach(), atol=1e-12, rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_geglu_compiles_without_graph_breaks():
     ff = FeedForward(16)

@@ -8,6 +8,12 @@ from torch import nn
 
 from zorro.layers.norm import LayerNorm
 
+#: The GEGLU hidden width is padded to a multiple of this many features inside the matrix
+#: multiplies (with zero weights, so the function is unchanged). Odd widths are slow in BLAS:
+#: on a 2-core AVX2 EPYC with MKL, ``(4496, 512) @ (512, n)`` takes 146 ms for n = 1365 (the
+#: dim-512 model's GEGLU half) and 85 ms for n = 1368.
+PAD_MULTIPLE = 16
+
 
 def ff_inner_dim(dim: int, mult: float) -> int:
     """Hidden width of the GEGLU feed-forward: ``int(dim * mult * 2 / 3)`` (keeps the
@@ -39,6 +45,20 @@ class _Geglu(torch.autograd.Function):
         return torch.cat([grad_value, grad_gate], dim=-1)
 
 
+class _GegluPair(torch.autograd.Function):
+    """``value * gelu(gate)`` for two separate tensors; saves only its inputs (as :class:`_Geglu`)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(value, gate)
+        return value * F.gelu(gate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        value, gate = ctx.saved_tensors
+        return grad * F.gelu(gate), torch.ops.aten.gelu_backward(grad * value, gate)
+
+
 def geglu(h: torch.Tensor) -> torch.Tensor:
     """GEGLU: first half of ``h (..., 2 * inner)`` times GELU of the second half -> ``(..., inner)``.
 
@@ -51,20 +71,46 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
     return value * F.gelu(gate)
 
 
+def geglu_pair(value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``value * gelu(gate)`` for two ``(..., inner)`` tensors -> ``(..., inner)``, saving only
+    the inputs for backward."""
+    if torch.is_grad_enabled() and (value.requires_grad or gate.requires_grad):
+        return _GegluPair.apply(value, gate)
+    return F.gelu(gate).mul_(value)
+
+
 class FeedForward(nn.Module):
     """``LN -> Linear(dim, 2*inner) -> GEGLU -> Linear(inner, dim)``, no biases.
 
     GEGLU multiplies the first half of the projection by GELU of the second half.
     Input and output ``(batch, n, dim)``; the residual is added by the caller.
+
+    The parameters are the seed's (``proj_in.weight (2*inner, dim)``, ``proj_out.weight
+    (dim, inner)``). When ``inner`` is not a multiple of :data:`PAD_MULTIPLE`, the forward
+    pass multiplies by copies of the weights padded with zero rows/columns to the next
+    multiple and computes the two GEGLU halves as two products: the padded hidden features
+    are exactly zero (``0 * gelu(0)``) and meet zero weights, so the output is the same
+    function (up to float summation order, ~1e-7), and the odd-width GEMMs that BLAS runs
+    slowly are avoided (measured: feed-forward forward + backward of the dim-512 model
+    ~25 % faster on an AVX2 CPU).
     """
 
     def __init__(self, dim: int, mult: float = 4) -> None:
         super().__init__()
         inner = ff_inner_dim(dim, mult)
+        self.inner = inner
         self.norm = LayerNorm(dim)
         self.proj_in = nn.Linear(dim, inner * 2, bias=False)
         self.proj_out = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, n, dim) -> (b, n, dim)``."""
-        return self.proj_out(geglu(self.proj_in(self.norm(x))))  # GEGLU: (b, n, 2 inner) -> (b, n, inner)
+        x = self.norm(x)
+        pad = (-self.inner) % PAD_MULTIPLE
+        if pad == 0:
+            return self.proj_out(geglu(self.proj_in(x)))  # GEGLU: (b, n, 2 inner) -> (b, n, inner)
+        w_value, w_gate = self.proj_in.weight.split(self.inner)  # (inner, dim) each
+        value = F.linear(x, F.pad(w_value, (0, 0, 0, pad)))  # (b, n, inner + pad), last pad features 0
+        gate = F.linear(x, F.pad(w_gate, (0, 0, 0, pad)))
+        hidden = geglu_pair(value, gate)  # (b, n, inner + pad), last pad features 0 * gelu(0) = 0
+        return F.linear(hidden, F.pad(self.proj_out.weight, (0, pad)))  # zero columns meet them

@@ -26,6 +26,7 @@ from zorro.demo.avdigits import (  # noqa: E402
     load_manifest,
     make_audio_track,
     render_digit_video,
+    rgb_to_yuv420p,
     split_images,
     split_variants,
     write_clip,
@@ -223,6 +224,26 @@ def test_render_and_audio_shapes(tmp_path):
         assert len(list(container.decode(video=0))) == 5
     with pytest.raises(ValueError, match="even"):
         write_clip(tmp_path / "y.mp4", video[:, :23, :23], audio, fps=5, sample_rate=16000)
+
+
+def test_rgb_to_yuv420p_matches_swscale_and_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:32, 0:32]
+    smooth = np.stack([xx * 8, yy * 8, (xx + yy) * 4], axis=-1).clip(0, 255).astype(np.uint8)  # smooth gradients
+    ours = rgb_to_yuv420p(smooth).astype(int)
+    ref = av.VideoFrame.from_ndarray(smooth, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+    assert ours.shape == ref.shape == (48, 32)
+    assert np.abs(ours[:32] - ref[:32]).max() <= 1  # luma: same BT.601 limited-range matrix as swscale
+    assert np.abs(ours[32:] - ref[32:]).max() <= 6  # chroma: swscale filters the subsampling differently
+    video = np.stack([smooth] * 4)
+    write_clip(tmp_path / "g.mp4", video, np.zeros(16000, np.float32), fps=4, sample_rate=16000)
+    with av.open(str(tmp_path / "g.mp4")) as container:
+        back = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+    assert len(back) == 4 and np.abs(back[0] - smooth).mean() < 4  # colours survive the encode/decode
+    odd = (rng.random((6, 8, 3)) * 255).astype(np.uint8)  # H not a multiple of 4: swscale path
+    write_clip(tmp_path / "o.mp4", np.stack([odd] * 2), np.zeros(16000, np.float32), fps=2, sample_rate=16000)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        rgb_to_yuv420p(odd)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng program on PATH")

@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
+# One stamp per set of extras: the demo needs only [demo]; the tests also need [dev].
+STAMP_DEMO := $(VENV)/.installed-demo
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv test test-fast demo bench clean
@@ -13,8 +15,12 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 # Re-install when the project's dependency list changes.
-$(STAMP): $(PY) pyproject.toml
+$(STAMP_DEMO): $(PY) pyproject.toml
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e '.[demo]'
+	touch $(STAMP_DEMO)
+
+$(STAMP): $(STAMP_DEMO)
 	$(PIP) install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
@@ -27,10 +33,10 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # The main job: build AV-digits, pre-train, fine-tune, evaluate (see README).
-demo: $(STAMP)
+demo: $(STAMP_DEMO)
 	$(PY) -m zorro demo --out runs/demo --data data/avdigits
 
-bench: $(STAMP)
+bench: $(STAMP_DEMO)
 	$(PY) benchmarks/run_all.py
 
 clean:

@@ -173,3 +173,35 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch):
     assert zt.native_bf16("cpu") is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert zt.native_bf16("cpu") is True
+
+
+def test_supervised_augments_training_batches_only_when_asked():
+    from zorro.augment import ClipAugment
+    from zorro.data import collate_clips
+    from zorro.tasks import ZorroClassifier
+    from zorro.train import SupervisedObjective, build_task
+
+    class Spy(ClipAugment):
+        calls = 0
+
+        def audio(self, audio):
+            Spy.calls += 1
+            return audio * 0  # a change the loss must see
+
+        def video(self, video):
+            Spy.calls += 1
+            return video
+
+    torch.manual_seed(0)
+    toy = ToyAV(n=4)
+    batch = collate_clips([toy[i] for i in range(4)])
+    task = ZorroClassifier(Zorro(**TINY_MODEL), 4)
+    plain = SupervisedObjective(task, multi_label=False, label_smoothing=0.0, mixup_alpha=0.0)
+    spied = SupervisedObjective(task, multi_label=False, label_smoothing=0.0, mixup_alpha=0.0, augment=Spy())
+    plain.train(), spied.train()
+    assert not torch.equal(plain(batch)[0], spied(batch)[0]) and Spy.calls == 2
+    plain.eval(), spied.eval()
+    assert torch.equal(plain(batch)[0], spied(batch)[0]) and Spy.calls == 2  # evaluation never augments
+    assert build_task(TrainConfig(task="supervised", model=TINY_MODEL), Zorro(**TINY_MODEL), 3).augment is None
+    cfg = TrainConfig(task="supervised", model=TINY_MODEL, augment={"zoom": [0.8, 1.2]})
+    assert build_task(cfg, Zorro(**TINY_MODEL), 3).augment.zoom == (0.8, 1.2)

@@ -95,7 +95,7 @@ class TrainConfig:
     proj_batch_norm: bool = True  # standardise outputs over the global batch before projecting
     fusion_weight: float = 1.0  # weight of the o_F term of the contrastive loss
     intra_weight: float = 0.0  # weight of the two-view audio-audio and video-video terms (0 = one view)
-    augment: dict[str, Any] = field(default_factory=dict)  # zorro.augment.ClipAugment options of the two views
+    augment: dict[str, Any] = field(default_factory=dict)  # ClipAugment options: pre-training's two views; supervised: off when empty
     global_weight: float = 1.0  # weight of the o_G term of the contrastive loss
     # run
     out_dir: str = "runs/default"
@@ -247,14 +247,20 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
 
 class SupervisedObjective(nn.Module):
     """Classifier heads on every output, losses summed over heads (see
-    :func:`zorro.losses.classification_loss`), examples grouped by available modalities."""
+    :func:`zorro.losses.classification_loss`), examples grouped by available modalities.
 
-    def __init__(self, task: ZorroClassifier, *, multi_label: bool, label_smoothing: float, mixup_alpha: float) -> None:
+    ``augment`` (a :class:`~zorro.augment.ClipAugment`, or None for none) is applied to each
+    training batch -- audio ``(b, samples)`` and video ``(b, c, t, h, w)`` separately --
+    before mixup; evaluation never augments."""
+
+    def __init__(self, task: ZorroClassifier, *, multi_label: bool, label_smoothing: float, mixup_alpha: float,
+                 augment: ClipAugment | None = None) -> None:
         super().__init__()
         self.task = task
         self.multi_label = multi_label
         self.label_smoothing = label_smoothing
         self.mixup_alpha = mixup_alpha
+        self.augment = augment
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the batch (0-d tensor) and its parts per head (floats)."""
@@ -262,6 +268,9 @@ class SupervisedObjective(nn.Module):
         loss, parts = None, {}
         for group in split_by_modality(dict(batch)):
             audio, video, target = group["audio"], group["video"], group["label"]
+            if self.training and self.augment is not None:
+                audio = None if audio is None else self.augment.audio(audio)
+                video = None if video is None else self.augment.video(video)
             if self.training and self.mixup_alpha > 0:
                 num_classes = self.task.heads.num_classes
                 (audio, video), target, _, _ = mixup([audio, video], target, alpha=self.mixup_alpha, num_classes=num_classes)
@@ -397,7 +406,11 @@ def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn
     if not num_classes:
         raise ValueError("supervised training needs labels (a manifest with a label column)")
     task = ZorroClassifier(backbone, num_classes)
-    return SupervisedObjective(task, multi_label=cfg.multi_label, label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha)
+    # Supervised runs augment only when options are given (pre-training always does: its two
+    # views need it), so an empty ``augment`` keeps plain supervised training unchanged.
+    augment = build_augment(cfg.augment) if cfg.augment else None
+    return SupervisedObjective(task, multi_label=cfg.multi_label, label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha,
+                               augment=augment)
 
 
 # ---------------------------------------------------------------------------- the loop

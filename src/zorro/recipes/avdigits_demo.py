@@ -49,11 +49,12 @@ DEMO_SETTINGS: dict[str, Any] = {
     # audio-video term starts learning within the budget. Training clips are cheap to make
     # (~10 ms each) and unique clips beat epochs (audio-only model, same steps: 2,000 clips
     # x 10 epochs 0.87 top-1, 6,000 x 5 0.94). Zoom and speed augmentation raise retrieval
-    # (0.37/0.52 -> 0.51/0.57 after 500 steps). The budget: 4 pre-training epochs (500
-    # steps) + 2 fine-tuning epochs fill ~13 minutes on a 2-core AVX2 EPYC; retrieval keeps
-    # rising to ~0.9 at 1,000 steps (docs/training.md), fine-tuning at lr 2e-3 beat 1e-3 and
-    # 3e-3 over 2 epochs (audio-only 0.94 vs 0.92 / 0.92).
-    "pretrain": {"epochs": 4, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
+    # (0.37/0.52 -> 0.51/0.57 after 500 steps). The budget: 3 pre-training epochs (375
+    # steps) + 2 fine-tuning epochs take ~13 minutes from a fresh clone on a 2-core AVX2
+    # EPYC; a 4th epoch raised retrieval to 0.48/0.49 but took the whole job to 15.5 min.
+    # Retrieval keeps rising to ~0.9 at 1,000 steps (docs/training.md). Fine-tuning at lr
+    # 2e-3 beat 1e-3 and 3e-3 over 2 epochs (audio-only 0.94 vs 0.92 / 0.92).
+    "pretrain": {"epochs": 3, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
                  "intra_weight": 0.5, "augment": {"zoom": [0.75, 1.25], "speed": [0.8, 1.25]}},
     "finetune": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.05, "label_smoothing": 0.1},
     "num_workers": 2,

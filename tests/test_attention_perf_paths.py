@@ -128,6 +128,45 @@ def test_feedforward_padding_keeps_the_function_and_its_gradients(dim):
         torch.testing.assert_close(ff(x), ref.detach(), atol=1e-12, rtol=1e-12)
 
 
+def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
+    ff = FeedForward(40)  # inner 106, padded to 112
+    x = torch.randn(2, 5, 40, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ff(x)
+    padded_shapes = {(112, 40), (40, 112)}
+    assert not padded_shapes & set(saved), saved
+    assert (106, 40) in saved or (212, 40) in saved  # the parameters themselves are what is kept
+
+
+def test_feedforward_padding_under_bf16_autocast_matches_plain_autograd():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    ff = FeedForward(40)
+    x = torch.randn(2, 5, 40, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ff(x)
+    grads = torch.autograd.grad(out.float().square().sum(), [x, *ff.parameters()])
+    pad = (-ff.inner) % 16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = ff.norm(x)
+        w_value, w_gate = ff.proj_in.weight.split(ff.inner)
+        value, gate = F.linear(h, F.pad(w_value, (0, 0, 0, pad))), F.linear(h, F.pad(w_gate, (0, 0, 0, pad)))
+        ref = F.linear(value * F.gelu(gate), F.pad(ff.proj_out.weight, (0, pad)))
+    ref_grads = torch.autograd.grad(ref.float().square().sum(), [x, *ff.parameters()])
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.slow
 def test_geglu_compiles_without_graph_breaks():
     ff = FeedForward(16)

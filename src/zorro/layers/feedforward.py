@@ -59,6 +59,45 @@ class _GegluPair(torch.autograd.Function):
         return grad * F.gelu(gate), torch.ops.aten.gelu_backward(grad * value, gate)
 
 
+class _PaddedLinear(torch.autograd.Function):
+    """``x @ pad(weight).T`` where ``pad`` appends zero rows/columns to ``weight``
+    (``F.pad`` widths, trailing only), saving ``x`` and the *unpadded* weight for backward.
+
+    Plain autograd of ``F.linear(x, F.pad(weight, pad))`` keeps the padded copy alive until
+    backward (one weight-sized tensor per product, three per layer); this re-pads in
+    backward instead. Backward runs in the gradient's dtype (bf16 under autocast, like
+    autocast's own linear) and returns each gradient in its input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x, weight)
+        ctx.pad = pad
+        return F.linear(x, F.pad(weight, pad))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        w = F.pad(weight, ctx.pad).to(grad.dtype)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ w).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            g2 = grad.reshape(-1, grad.shape[-1])
+            full = g2.t() @ x.reshape(-1, x.shape[-1]).to(grad.dtype)  # (out + pad, in + pad)
+            grad_w = full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
+        return grad_x, grad_w, None
+
+
+def padded_linear(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.linear(x, F.pad(weight, pad))``: ``x (..., in + pad_in)``, ``weight (out, in)``,
+    ``pad = (0, pad_in, 0, pad_out)`` -> ``(..., out + pad_out)``; the padded weight copy is
+    not kept for backward."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _PaddedLinear.apply(x, weight, pad)
+    return F.linear(x, F.pad(weight, pad))
+
+
 def geglu(h: torch.Tensor) -> torch.Tensor:
     """GEGLU: first half of ``h (..., 2 * inner)`` times GELU of the second half -> ``(..., inner)``.
 
@@ -110,7 +149,7 @@ class FeedForward(nn.Module):
         if pad == 0:
             return self.proj_out(geglu(self.proj_in(x)))  # GEGLU: (b, n, 2 inner) -> (b, n, inner)
         w_value, w_gate = self.proj_in.weight.split(self.inner)  # (inner, dim) each
-        value = F.linear(x, F.pad(w_value, (0, 0, 0, pad)))  # (b, n, inner + pad), last pad features 0
-        gate = F.linear(x, F.pad(w_gate, (0, 0, 0, pad)))
+        value = padded_linear(x, w_value, (0, 0, 0, pad))  # (b, n, inner + pad), last pad features 0
+        gate = padded_linear(x, w_gate, (0, 0, 0, pad))
         hidden = geglu_pair(value, gate)  # (b, n, inner + pad), last pad features 0 * gelu(0) = 0
-        return F.linear(hidden, F.pad(self.proj_out.weight, (0, pad)))  # zero columns meet them
+        return padded_linear(hidden, self.proj_out.weight, (0, pad, 0, 0))  # zero columns meet them

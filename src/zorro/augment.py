@@ -56,6 +56,14 @@ def random_translate(video: torch.Tensor, max_shift: int) -> torch.Tensor:
     return out.reshape(b, c, t, h, w)
 
 
+def _factor_range(rng: tuple[float, float], name: str) -> tuple[float, float]:
+    """``(low, high)`` of a multiplicative factor; ``ValueError`` unless ``0 < low <= high``."""
+    lo, hi = rng
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < {name} low <= high, got {rng}")
+    return lo, hi
+
+
 def random_zoom(video: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
     """Zoom every clip about its centre by its own random factor, the same for all its frames.
 
@@ -68,9 +76,7 @@ def random_zoom(video: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor
         ``(b, c, t, h, w)``, same dtype.
     """
     _check_float(video, 5, "video")
-    lo, hi = scale
-    if not 0 < lo <= hi:
-        raise ValueError(f"need 0 < scale low <= high, got {scale}")
+    lo, hi = _factor_range(scale, "scale")
     if lo == hi == 1.0:
         return video
     b, c, t, h, w = video.shape
@@ -186,9 +192,7 @@ def random_speed(audio: torch.Tensor, factor: tuple[float, float]) -> torch.Tens
         ``(b, samples)``.
     """
     _check_float(audio, 2, "audio")
-    lo, hi = factor
-    if not 0 < lo <= hi:
-        raise ValueError(f"need 0 < factor low <= high, got {factor}")
+    lo, hi = _factor_range(factor, "factor")
     if lo == hi == 1.0:
         return audio
     b, n = audio.shape

@@ -186,3 +186,28 @@ def test_two_view_objective_adds_the_intra_modal_terms():
     assert task.backbone.fusion_tokens.grad is not None
     with pytest.raises(ValueError, match="intra_weight"):
         ContrastiveObjective(task, fusion_weight=1.0, global_weight=1.0, intra_weight=-1.0)
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"zoom": (0.0, 1.2)}, ValueError),
+    ({"speed": (1.3, 1.1)}, ValueError),
+    ({"contrast": (-0.1, 1.0)}, ValueError),
+    ({"reverse": 1.5}, ValueError),
+    ({"noise_std": -0.01}, ValueError),
+    ({"zoom": 1.2}, TypeError),
+    ({"brightness": "a lot"}, TypeError),
+    ({"gain": (0.5, float("nan"))}, TypeError),
+])
+def test_clip_augment_rejects_bad_options_at_construction(options, error):
+    with pytest.raises(error, match=next(iter(options))):
+        ClipAugment(**options)
+
+
+def test_train_config_checks_augment_options_up_front():
+    from zorro.train import TrainConfig
+
+    with pytest.raises(ValueError, match="unknown augment options"):
+        TrainConfig(augment={"zooom": [0.8, 1.2]})
+    with pytest.raises(ValueError, match="zoom"):
+        TrainConfig(augment={"zoom": [1.2, 0.8]})
+    assert TrainConfig(augment={"zoom": [0.8, 1.2]}).augment == {"zoom": [0.8, 1.2]}

@@ -15,7 +15,9 @@ what remains carries the digit and the audio-video term starts learning (see
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -243,6 +245,28 @@ class ClipAugment:
     time_shift: float = 0.25
     gain: tuple[float, float] = (0.5, 1.5)
     noise_std: float = 0.005
+
+    def __post_init__(self) -> None:
+        def number(name: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"ClipAugment.{name} must be a finite number, got {value!r}")
+            return float(value)
+
+        for name, low_min in (("zoom", 0.0), ("speed", 0.0), ("gain", 0.0), ("contrast", None)):
+            rng = getattr(self, name)
+            if not isinstance(rng, (tuple, list)) or len(rng) != 2:
+                raise TypeError(f"ClipAugment.{name} must be a (low, high) pair, got {rng!r}")
+            lo, hi = number(name, rng[0]), number(name, rng[1])
+            if not (lo <= hi and (lo > low_min if low_min is not None else lo >= 0)):
+                bound = "0 < low" if low_min is not None else "0 <= low"
+                raise ValueError(f"ClipAugment.{name} needs {bound} <= high, got {rng!r}")
+            setattr(self, name, (lo, hi))
+        for name, upper in (("max_shift_fraction", 1.0), ("brightness", None), ("illumination", None), ("video_noise", None),
+                            ("reverse", 1.0), ("time_shift", 1.0), ("noise_std", None)):
+            value = number(name, getattr(self, name))
+            if value < 0 or (upper is not None and value > upper):
+                limit = f"in [0, {upper:g}]" if upper is not None else ">= 0"
+                raise ValueError(f"ClipAugment.{name} must be {limit}, got {value!r}")
 
     def video(self, video: torch.Tensor) -> torch.Tensor:
         """``(b, c, t, h, w) -> (b, c, t, h, w)``, one random draw per clip."""

@@ -124,6 +124,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.duration <= 0:
             raise ValueError(f"lr and duration must be > 0, got lr={self.lr}, duration={self.duration}")
+        if not isinstance(self.augment, Mapping):
+            raise TypeError(f"augment must be a mapping of ClipAugment options, got {self.augment!r}")
+        build_augment(self.augment)  # unknown or bad options fail here, not at the first batch
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":

@@ -21,32 +21,15 @@ def ff_inner_dim(dim: int, mult: float) -> int:
     return int(dim * mult * 2 / 3)
 
 
-class _Geglu(torch.autograd.Function):
-    """``value * gelu(gate)`` of ``h = [value | gate]`` that saves only ``h`` for backward.
-
-    Autograd of the plain expression keeps ``h``, ``gelu(gate)`` and the product alive; the
-    product is kept by the next linear layer anyway, so this saves one ``(b, n, inner)``
-    tensor per layer in training. Forward and gradients are the same arithmetic
-    (``gelu_backward`` of the exact GELU).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        value, gate = h.chunk(2, dim=-1)
-        ctx.save_for_backward(h)
-        return value * F.gelu(gate)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        (h,) = ctx.saved_tensors
-        value, gate = h.chunk(2, dim=-1)
-        grad_value = grad * F.gelu(gate)
-        grad_gate = torch.ops.aten.gelu_backward(grad * value, gate)
-        return torch.cat([grad_value, grad_gate], dim=-1)
-
-
 class _GegluPair(torch.autograd.Function):
-    """``value * gelu(gate)`` for two separate tensors; saves only its inputs (as :class:`_Geglu`)."""
+    """``value * gelu(gate)`` that saves only its two inputs for backward.
+
+    Autograd of the plain expression also keeps ``gelu(gate)`` alive (the product is kept
+    by the next linear layer anyway), so this saves one ``(b, n, inner)`` tensor per layer in
+    training. Forward and gradients are the same arithmetic (``gelu_backward`` of the exact
+    GELU). When the inputs are the two halves of one projection, the saved views keep just
+    that projection.
+    """
 
     @staticmethod
     def forward(ctx, value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -78,10 +61,9 @@ class _PaddedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         x, weight = ctx.saved_tensors
-        w = F.pad(weight, ctx.pad).to(grad.dtype)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad @ w).to(x.dtype)
+            grad_x = (grad @ F.pad(weight, ctx.pad).to(grad.dtype)).to(x.dtype)
         if ctx.needs_input_grad[1]:
             g2 = grad.reshape(-1, grad.shape[-1])
             full = g2.t() @ x.reshape(-1, x.shape[-1]).to(grad.dtype)  # (out + pad, in + pad)
@@ -101,13 +83,10 @@ def padded_linear(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, in
 def geglu(h: torch.Tensor) -> torch.Tensor:
     """GEGLU: first half of ``h (..., 2 * inner)`` times GELU of the second half -> ``(..., inner)``.
 
-    Uses the memory-saving autograd function when a gradient is needed, the plain
-    expression otherwise.
+    Keeps only ``h`` for backward (through :func:`geglu_pair` on its two halves); the
+    gradient of the halves is concatenated back by ``chunk``'s own backward.
     """
-    if torch.is_grad_enabled() and h.requires_grad:
-        return _Geglu.apply(h)
-    value, gate = h.chunk(2, dim=-1)
-    return value * F.gelu(gate)
+    return geglu_pair(*h.chunk(2, dim=-1))
 
 
 def geglu_pair(value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

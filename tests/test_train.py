@@ -205,3 +205,13 @@ def test_supervised_augments_training_batches_only_when_asked():
     assert build_task(TrainConfig(task="supervised", model=TINY_MODEL), Zorro(**TINY_MODEL), 3).augment is None
     cfg = TrainConfig(task="supervised", model=TINY_MODEL, augment={"zoom": [0.8, 1.2]})
     assert build_task(cfg, Zorro(**TINY_MODEL), 3).augment.zoom == (0.8, 1.2)
+
+
+def test_trainer_resolves_auto_precision_without_changing_the_callers_config(tmp_path, monkeypatch):
+    import zorro.train as zt
+
+    monkeypatch.setattr(zt, "native_bf16", lambda device="cpu": False)
+    cfg = tiny_config(tmp_path, precision="auto")
+    trainer = zt.Trainer(cfg, ToyAV(n=16), ToyAV(n=8, seed=1), toy_vocab())
+    assert trainer.cfg.precision == "fp32"
+    assert cfg.precision == "auto"

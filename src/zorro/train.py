@@ -25,7 +25,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -471,7 +471,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_set: Dataset | None = None, eval_set: Dataset | None = None, vocab: LabelVocab | None = None) -> None:
         self.dist = init_distributed()
-        cfg.precision = resolve_precision(cfg.precision, self.dist.device)
+        cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.dist.device))  # the caller's config is left as given
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         seed_everything(cfg.seed)

@@ -93,6 +93,54 @@ def test_speed_change_moves_a_tone_and_keeps_the_length():
         random_speed(audio, (1.2, 1.1))
 
 
+def _speed_reference(audio: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """Linear-interpolation resampling about the centre in float64, zero outside the clip."""
+    b, n = audio.shape
+    centre = (n - 1) / 2.0
+    pos = (torch.arange(n, dtype=torch.float64)[None, :] - centre) * rate + centre
+    inside = (pos >= 0) & (pos <= n - 1)
+    pos = pos.clamp(0, n - 1)
+    left = pos.floor().long().clamp(max=n - 2)
+    frac = pos - left
+    x = audio.double()
+    return ((x.gather(1, left) * (1 - frac) + x.gather(1, left + 1) * frac) * inside).float()
+
+
+def test_speed_change_matches_a_float64_resampler():
+    torch.manual_seed(6)
+    audio = torch.randn(5, 16000)
+    torch.manual_seed(7)
+    out = random_speed(audio, (0.8, 1.25))
+    torch.manual_seed(7)
+    rate = torch.empty(5, 1, dtype=torch.float64).uniform_(0.8, 1.25)
+    assert (out - _speed_reference(audio, rate)).abs().max() < 1e-2  # white noise: ~1.4 per sample of slope
+    smooth = torch.sin(torch.arange(16000) * 0.01).expand(2, -1).contiguous()
+    torch.manual_seed(8)
+    out = random_speed(smooth, (0.8, 1.25))
+    torch.manual_seed(8)
+    rate = torch.empty(2, 1, dtype=torch.float64).uniform_(0.8, 1.25)
+    assert (out - _speed_reference(smooth, rate)).abs().max() < 1e-4
+
+
+def test_clip_augment_audio_is_the_composition_of_its_steps():
+    torch.manual_seed(9)
+    audio = torch.randn(4, 8000)
+    aug = ClipAugment(speed=(0.8, 1.25), time_shift=0.25, gain=(0.5, 1.5), noise_std=0.01)
+    torch.manual_seed(10)
+    out = aug.audio(audio)
+    torch.manual_seed(10)
+    ref = random_time_shift(random_speed(audio, (0.8, 1.25)), 0.25)
+    gain = torch.empty(4, 1).uniform_(0.5, 1.5)
+    ref = ref * gain + 0.01 * torch.randn_like(ref)
+    assert torch.allclose(out, ref, atol=1e-5)
+    plain = ClipAugment(time_shift=0.25)  # no speed change: the shift alone
+    torch.manual_seed(11)
+    out = plain.audio(audio)
+    torch.manual_seed(11)
+    ref = random_time_shift(audio, 0.25) * torch.empty(4, 1).uniform_(0.5, 1.5)
+    assert torch.allclose(out, ref + 0.005 * torch.randn_like(ref), atol=1e-6)
+
+
 def test_illumination_adds_one_smooth_field_per_clip():
     torch.manual_seed(4)
     video = torch.rand(6, 3, 4, 32, 32)
@@ -186,6 +234,46 @@ def test_two_view_objective_adds_the_intra_modal_terms():
     assert task.backbone.fusion_tokens.grad is not None
     with pytest.raises(ValueError, match="intra_weight"):
         ContrastiveObjective(task, fusion_weight=1.0, global_weight=1.0, intra_weight=-1.0)
+
+
+def test_cross_view_objective_averages_the_four_view_pairings():
+    from toy import TINY_MODEL, ToyAV
+
+    from zorro.data import collate_clips
+    from zorro.losses import info_nce
+    from zorro.model import Zorro
+    from zorro.tasks import ZorroPretrainer
+    from zorro.train import ContrastiveObjective, TrainConfig
+
+    torch.manual_seed(0)
+    task = ZorroPretrainer(Zorro(**TINY_MODEL), proj_dim=8)
+    task.eval()  # no SpecAugment: the same views give the same projections
+    data = ToyAV()
+    batch = collate_clips([data[i] for i in range(6)])
+    objective = ContrastiveObjective(task, fusion_weight=1.0, global_weight=1.0, intra_weight=0.3, cross_view=True)
+    torch.manual_seed(1)
+    loss, parts = objective(batch)
+    # The same augmentation draws, by hand.
+    torch.manual_seed(1)
+    aug = objective.augment
+    views_a = torch.cat([aug.audio(batch["audio"]), aug.audio(batch["audio"])])
+    views_v = torch.cat([aug.video(batch["video"]), aug.video(batch["video"])])
+    _, proj = task(audio=views_a, video=views_v)
+    scale = task.head.logit_scale()
+    a1, a2, v1, v2 = proj["audio"][:6], proj["audio"][6:], proj["video"][:6], proj["video"][6:]
+    pairs = [info_nce(a, v, scale) for a, v in ((a1, v1), (a2, v2), (a1, v2), (a2, v1))]
+    expected_av = sum(float(p) for p in pairs) / 4
+    assert parts["audio_video_cross"] == pytest.approx(0.5 * float(pairs[2] + pairs[3]), rel=1e-5)
+    expected = expected_av + parts["fusion"] + parts["global"] + 0.3 * (parts["audio_audio"] + parts["video_video"])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Cross-view needs two views even without the intra-modal terms.
+    only_cross = ContrastiveObjective(task, fusion_weight=0.0, global_weight=0.0, cross_view=True)
+    _, parts_x = only_cross(batch)
+    assert "audio_video_cross" in parts_x
+    with pytest.raises(TypeError, match="cross_view"):
+        ContrastiveObjective(task, fusion_weight=1.0, global_weight=1.0, cross_view="yes")
+    with pytest.raises(TypeError, match="cross_view"):
+        TrainConfig(task="pretrain", cross_view=1)
 
 
 @pytest.mark.parametrize("options, error", [

@@ -172,7 +172,9 @@ def test_format_v0_fixture_loads_and_computes_what_it_computed():
     expected = load_file(str(FIXTURE_V0 / "expected.safetensors"))
     with torch.no_grad():
         got = model(audio=expected["audio"], video=expected["video"])
-    torch.testing.assert_close(got, expected["output"], atol=1e-6, rtol=1e-6)
+    # 1e-5: the thread count changes float32 reduction order (1 thread differs by 2e-6 from the
+    # 2 threads that wrote the fixture); a wrong format reading differs by orders of magnitude more.
+    torch.testing.assert_close(got, expected["output"], atol=1e-5, rtol=1e-5)
 
 
 def test_v0_resaved_as_current_format(tmp_path):

@@ -108,7 +108,7 @@ def random_affine_intensity(video: torch.Tensor, contrast: tuple[float, float], 
     b = video.shape[0]
     a = torch.empty(b, 1, 1, 1, 1, dtype=video.dtype).uniform_(lo, hi)
     o = torch.empty(b, 1, 1, 1, 1, dtype=video.dtype).uniform_(-brightness, brightness)
-    return (video - 0.5) * a + 0.5 + o
+    return torch.addcmul(0.5 * (1 - a) + o, video, a)  # (x - 0.5) a + 0.5 + o in one pass
 
 
 def random_illumination(video: torch.Tensor, amplitude: float, grid: int = 4) -> torch.Tensor:
@@ -199,15 +199,32 @@ def random_speed(audio: torch.Tensor, factor: tuple[float, float]) -> torch.Tens
         return audio
     b, n = audio.shape
     r = torch.empty(b, 1, dtype=torch.float64).uniform_(lo, hi)
+    return _sample_linear(audio, _speed_positions(torch.arange(n)[None, :], r, n))
+
+
+def _speed_positions(index: torch.Tensor, rate: torch.Tensor, n: int) -> torch.Tensor:
+    """Source positions ``(b, m)`` (float32, in samples) of output samples ``index`` (``(1, m)``
+    or ``(b, m)``) when a clip of ``n`` samples is played ``rate (b, 1)`` times faster about
+    its centre: ``(index - c) * rate + c`` with ``c = (n - 1) / 2``."""
     centre = (n - 1) / 2.0
-    pos = (torch.arange(n, dtype=torch.float64)[None, :] - centre) * r + centre  # (b, n) source positions
-    inside = (pos >= 0) & (pos <= n - 1)
-    pos = pos.clamp(0, n - 1)
-    left = pos.floor().long().clamp(max=n - 2) if n > 1 else pos.floor().long()
-    frac = (pos - left).to(audio.dtype)
-    right = (left + 1).clamp(max=n - 1)
-    out = torch.gather(audio, 1, left) * (1 - frac) + torch.gather(audio, 1, right) * frac
-    return out * inside.to(audio.dtype)
+    rate = rate.to(torch.float32)
+    # float32 keeps positions within ~1e-3 sample of float64 ones for clips up to ~1e5 samples.
+    return torch.addcmul(centre * (1.0 - rate), index.to(torch.float32), rate)
+
+
+def _sample_linear(audio: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``audio (b, n)`` read at fractional positions ``pos (b, m)`` by linear interpolation,
+    0 where a position falls outside ``[0, n - 1]``. One ``grid_sample`` call, about twice
+    as fast as two gathers and a blend."""
+    b, n = audio.shape
+    if n == 1:
+        return audio.expand(b, pos.shape[1]) * (pos == 0).to(audio.dtype)
+    x = pos.to(audio.dtype) * (2.0 / (n - 1)) - 1.0  # align_corners=True: -1 and 1 are the first and last samples
+    grid = audio.new_zeros(b, 1, pos.shape[1], 2)
+    # Outside positions are moved far out, where zero padding reads exactly 0 (no blend with
+    # the edge sample).
+    grid[:, 0, :, 0] = torch.where(x.abs() <= 1.0, x, 4.0)
+    return torch.nn.functional.grid_sample(audio[:, None, None, :], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0, 0]
 
 
 @dataclass
@@ -285,6 +302,23 @@ class ClipAugment:
         lo, hi = self.gain
         if not 0 < lo <= hi or self.noise_std < 0:
             raise ValueError(f"need 0 < gain low <= high and noise_std >= 0, got {self.gain}, {self.noise_std}")
-        out = random_time_shift(random_speed(audio, tuple(self.speed)), self.time_shift)
-        g = torch.empty(audio.shape[0], 1, dtype=audio.dtype).uniform_(lo, hi)
-        return out * g + self.noise_std * torch.randn_like(out)
+        if not 0.0 <= self.time_shift < 1.0:
+            raise ValueError(f"time_shift must be in [0, 1), got {self.time_shift}")
+        # random_time_shift(random_speed(audio)) in one resampling pass, with the same random
+        # draws in the same order (speed factors, then shifts).
+        b, n = audio.shape
+        s_lo, s_hi = _factor_range(tuple(self.speed), "factor")
+        rate = None if s_lo == s_hi == 1.0 else torch.empty(b, 1, dtype=torch.float64).uniform_(s_lo, s_hi)
+        m = int(self.time_shift * n)
+        shifts = torch.randint(-m, m + 1, (b, 1)) if m > 0 else None
+        if rate is not None:
+            index = torch.arange(n, dtype=torch.float32)[None, :]
+            if shifts is not None:  # the circular shift's source samples (exact in float32 below 2**24)
+                index = torch.remainder(index - shifts.to(torch.float32), n)
+            out = _sample_linear(audio, _speed_positions(index, rate, n))
+        elif shifts is not None:
+            out = torch.gather(audio, 1, (torch.arange(n)[None, :] - shifts) % n)
+        else:
+            out = audio
+        g = torch.empty(b, 1, dtype=audio.dtype).uniform_(lo, hi)
+        return torch.addcmul(self.noise_std * torch.randn_like(out), out, g)

@@ -95,6 +95,7 @@ class TrainConfig:
     proj_batch_norm: bool = True  # standardise outputs over the global batch before projecting
     fusion_weight: float = 1.0  # weight of the o_F term of the contrastive loss
     intra_weight: float = 0.0  # weight of the two-view audio-audio and video-video terms (0 = one view)
+    cross_view: bool = False  # two views; the audio-video term averages all four view pairings
     augment: dict[str, Any] = field(default_factory=dict)  # ClipAugment options: pre-training's two views; supervised: off when empty
     global_weight: float = 1.0  # weight of the o_G term of the contrastive loss
     # run
@@ -124,6 +125,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.duration <= 0:
             raise ValueError(f"lr and duration must be > 0, got lr={self.lr}, duration={self.duration}")
+        if not isinstance(self.cross_view, bool):
+            raise TypeError(f"cross_view must be true or false, got {self.cross_view!r}")
         if not isinstance(self.augment, Mapping):
             raise TypeError(f"augment must be a mapping of ClipAugment options, got {self.augment!r}")
         build_augment(self.augment)  # unknown or bad options fail here, not at the first batch
@@ -292,20 +295,26 @@ class ContrastiveObjective(nn.Module):
     """Symmetric InfoNCE between o_A and o_V plus the fusion/global terms
     (:class:`zorro.losses.ZorroContrastiveLoss`). Clips lacking a modality are left out.
 
-    With ``intra_weight > 0`` every clip is seen as two augmented views
+    With ``intra_weight > 0`` (or ``cross_view``) every clip is seen as two augmented views
     (:class:`zorro.augment.ClipAugment`, one forward over the ``2B`` clips): the loss is the
-    mean of the two views' audio-video losses plus ``intra_weight`` times the audio-audio
-    and video-video InfoNCE between the views.
+    mean of the two views' losses plus ``intra_weight`` times the audio-audio and
+    video-video InfoNCE between the views. With ``cross_view`` the audio-video term is the
+    mean over all four pairings of the views (audio of view 1 with video of view 1 and of
+    view 2, and so on) instead of the two same-view pairings: the pairs then differ in both
+    modalities' nuisances, at no extra forward cost.
     """
 
     def __init__(self, task: ZorroPretrainer, *, fusion_weight: float, global_weight: float, intra_weight: float = 0.0,
-                 augment: ClipAugment | None = None) -> None:
+                 augment: ClipAugment | None = None, cross_view: bool = False) -> None:
         super().__init__()
         if not (isinstance(intra_weight, (int, float)) and math.isfinite(intra_weight) and intra_weight >= 0):
             raise ValueError(f"intra_weight must be a finite number >= 0, got {intra_weight!r}")
+        if not isinstance(cross_view, bool):
+            raise TypeError(f"cross_view must be True or False, got {cross_view!r}")
         self.task = task
         self.loss = ZorroContrastiveLoss(fusion_weight=fusion_weight, global_weight=global_weight)
         self.intra_weight = float(intra_weight)
+        self.cross_view = cross_view
         self.augment = augment if augment is not None else ClipAugment()
         self.num_unpaired = 0
 
@@ -318,7 +327,7 @@ class ContrastiveObjective(nn.Module):
         if not bool(paired.all()):
             self.num_unpaired += int((~paired).sum())
             audio, video = audio[paired], video[paired]
-        if self.intra_weight == 0:
+        if self.intra_weight == 0 and not self.cross_view:
             _, proj = self.task(audio=audio, video=video)
             scale = self.task.head.logit_scale()
             loss, parts = self.loss(proj, scale)
@@ -336,6 +345,11 @@ class ContrastiveObjective(nn.Module):
             intra_v = info_nce(first["video"], second["video"], scale)
             loss = 0.5 * (loss_1 + loss_2) + self.intra_weight * (intra_a + intra_v)
             parts = {k: 0.5 * (parts_1[k] + parts_2[k]) for k in parts_1 if k != "total"}
+            if self.cross_view:  # swap half of the audio-video weight from the same-view to the cross-view pairs
+                same = 0.5 * (info_nce(first["audio"], first["video"], scale) + info_nce(second["audio"], second["video"], scale))
+                cross = 0.5 * (info_nce(first["audio"], second["video"], scale) + info_nce(second["audio"], first["video"], scale))
+                loss = loss + 0.5 * (cross - same)
+                parts["audio_video_cross"] = float(cross.detach())
             parts.update(audio_audio=float(intra_a.detach()), video_video=float(intra_v.detach()))
             parts["total"] = float(loss.detach())
         parts["temperature"] = float(1.0 / scale.detach())
@@ -405,7 +419,7 @@ def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn
     if cfg.task == "pretrain":
         task = ZorroPretrainer(backbone, proj_dim=cfg.proj_dim, temperature=cfg.temperature, batch_norm=cfg.proj_batch_norm)
         return ContrastiveObjective(task, fusion_weight=cfg.fusion_weight, global_weight=cfg.global_weight, intra_weight=cfg.intra_weight,
-                                    augment=build_augment(cfg.augment))
+                                    augment=build_augment(cfg.augment), cross_view=cfg.cross_view)
     if not num_classes:
         raise ValueError("supervised training needs labels (a manifest with a label column)")
     task = ZorroClassifier(backbone, num_classes)

@@ -46,14 +46,16 @@ DEMO_SETTINGS: dict[str, Any] = {
     # the audio-video term alone, InfoNCE stays at ln(batch) for the first thousand-odd steps
     # on 2 CPU cores (see docs/training.md); the audio-audio and video-video terms teach the
     # encoders features that ignore position, brightness, timing and loudness, and the
-    # audio-video term starts learning within the budget. Training clips are cheap to make
-    # (~10 ms each) and unique clips beat epochs (audio-only model, same steps: 2,000 clips
-    # x 10 epochs 0.87 top-1, 6,000 x 5 0.94). Zoom and speed augmentation raise retrieval
-    # (0.37/0.52 -> 0.51/0.57 after 500 steps). The budget: 3 pre-training epochs (375
-    # steps) + 2 fine-tuning epochs take ~13 minutes from a fresh clone on a 2-core AVX2
-    # EPYC; a 4th epoch raised retrieval to 0.48/0.49 but took the whole job to 15.5 min.
-    # Retrieval keeps rising to ~0.9 at 1,000 steps (docs/training.md). Fine-tuning at lr
-    # 2e-3 beat 1e-3 and 3e-3 over 2 epochs (audio-only 0.94 vs 0.92 / 0.92).
+    # audio-video term starts learning within the budget. cross_view pairs the audio of each
+    # view with the video of both (retrieval after 375 steps 0.32/0.35 -> 0.39/0.36). Training
+    # clips are cheap to make (~10 ms each) and unique clips beat epochs (audio-only model,
+    # same steps: 2,000 clips x 10 epochs 0.87 top-1, 6,000 x 5 0.94). Zoom and speed
+    # augmentation raise retrieval (0.37/0.52 -> 0.51/0.57 after 500 steps). Depth 2 learns
+    # as fast per step as depth 4 at 0.69x the time, so the budget holds 5 pre-training
+    # epochs (625 steps) + 2 fine-tuning epochs: ~13.5 minutes from a fresh clone on a
+    # 2-core AVX2 EPYC (retrieval 0.56/0.61); a 6th epoch raised retrieval to 0.68/0.70 but
+    # would take the job to ~14.7 min. Fine-tuning at lr 2e-3 beat 1e-3 and 3e-3 over 2
+    # epochs (audio-only 0.936 vs 0.918 / 0.912 on the same pre-training).
     "pretrain": {"epochs": 5, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
                  "intra_weight": 0.5, "cross_view": True, "augment": {"zoom": [0.75, 1.25], "speed": [0.8, 1.25]}},
     "finetune": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.05, "label_smoothing": 0.1},

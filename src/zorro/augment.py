@@ -304,21 +304,18 @@ class ClipAugment:
             raise ValueError(f"need 0 < gain low <= high and noise_std >= 0, got {self.gain}, {self.noise_std}")
         if not 0.0 <= self.time_shift < 1.0:
             raise ValueError(f"time_shift must be in [0, 1), got {self.time_shift}")
-        # random_time_shift(random_speed(audio)) in one resampling pass, with the same random
-        # draws in the same order (speed factors, then shifts).
         b, n = audio.shape
         s_lo, s_hi = _factor_range(tuple(self.speed), "factor")
-        rate = None if s_lo == s_hi == 1.0 else torch.empty(b, 1, dtype=torch.float64).uniform_(s_lo, s_hi)
-        m = int(self.time_shift * n)
-        shifts = torch.randint(-m, m + 1, (b, 1)) if m > 0 else None
-        if rate is not None:
-            index = torch.arange(n, dtype=torch.float32)[None, :]
-            if shifts is not None:  # the circular shift's source samples (exact in float32 below 2**24)
-                index = torch.remainder(index - shifts.to(torch.float32), n)
-            out = _sample_linear(audio, _speed_positions(index, rate, n))
-        elif shifts is not None:
-            out = torch.gather(audio, 1, (torch.arange(n)[None, :] - shifts) % n)
+        if s_lo == s_hi == 1.0:
+            out = random_time_shift(audio, self.time_shift)
         else:
-            out = audio
+            # random_time_shift(random_speed(audio)) in one resampling pass, with the same
+            # random draws in the same order (speed factors, then shifts).
+            rate = torch.empty(b, 1, dtype=torch.float64).uniform_(s_lo, s_hi)
+            m = int(self.time_shift * n)
+            index = torch.arange(n, dtype=torch.float32)[None, :]
+            if m > 0:  # the circular shift's source samples (exact in float32 below 2**24)
+                index = torch.remainder(index - torch.randint(-m, m + 1, (b, 1)).to(torch.float32), n)
+            out = _sample_linear(audio, _speed_positions(index, rate, n))
         g = torch.empty(b, 1, dtype=audio.dtype).uniform_(lo, hi)
         return torch.addcmul(self.noise_std * torch.randn_like(out), out, g)

@@ -282,6 +282,9 @@ def test_cross_view_objective_averages_the_four_view_pairings():
     ({"contrast": (-0.1, 1.0)}, ValueError),
     ({"reverse": 1.5}, ValueError),
     ({"noise_std": -0.01}, ValueError),
+    ({"time_shift": 1.0}, ValueError),  # a whole-clip rotation: used to pass here and fail at the first batch
+    ({"time_shift": -0.1}, ValueError),
+    ({"time_shift": "a bit"}, TypeError),
     ({"zoom": 1.2}, TypeError),
     ({"brightness": "a lot"}, TypeError),
     ({"gain": (0.5, float("nan"))}, TypeError),

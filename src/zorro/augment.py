@@ -279,11 +279,15 @@ class ClipAugment:
                 raise ValueError(f"ClipAugment.{name} needs {bound} <= high, got {rng!r}")
             setattr(self, name, (lo, hi))
         for name, upper in (("max_shift_fraction", 1.0), ("brightness", None), ("illumination", None), ("video_noise", None),
-                            ("reverse", 1.0), ("time_shift", 1.0), ("noise_std", None)):
+                            ("reverse", 1.0), ("noise_std", None)):
             value = number(name, getattr(self, name))
             if value < 0 or (upper is not None and value > upper):
                 limit = f"in [0, {upper:g}]" if upper is not None else ">= 0"
                 raise ValueError(f"ClipAugment.{name} must be {limit}, got {value!r}")
+        # A whole-clip rotation is the identity again, so random_time_shift takes [0, 1).
+        shift = number("time_shift", self.time_shift)
+        if not 0.0 <= shift < 1.0:
+            raise ValueError(f"ClipAugment.time_shift must be in [0, 1), got {shift!r}")
 
     def video(self, video: torch.Tensor) -> torch.Tensor:
         """``(b, c, t, h, w) -> (b, c, t, h, w)``, one random draw per clip."""

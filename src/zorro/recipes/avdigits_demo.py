@@ -38,7 +38,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "data": {"num_train": 8000, "num_test": 500, "duration": 1.0, "num_frames": 8, "image_size": 32, "seed": 0},
     "model": {
         "dim": 128, "depth": 2, "heads": 4, "dim_head": 32, "ff_mult": 2, "num_fusion_tokens": 8,
-        "audio_patch_size": [16, 8], "video_patch_size": 8, "video_temporal_patch_size": 4,
+        "audio_patch_size": [16, 8], "video_patch_size": 8, "video_temporal_patch_size": 8,
         "fbank_num_mel_bins": 64, "return_token_types": ["AUDIO", "VIDEO", "FUSION", "GLOBAL"],
         "spec_aug_freq_mask": 8, "spec_aug_time_mask": 10, "spec_aug_stretch_factor": 1.0,
     },
@@ -51,13 +51,15 @@ DEMO_SETTINGS: dict[str, Any] = {
     # clips are cheap to make (~10 ms each) and unique clips beat epochs (audio-only model,
     # same steps: 2,000 clips x 10 epochs 0.87 top-1, 6,000 x 5 0.94). Zoom and speed
     # augmentation raise retrieval (0.37/0.52 -> 0.51/0.57 after 500 steps). Depth 2 learns
-    # as fast per step as depth 4 at 0.69x the time, so the budget holds 5 pre-training
-    # epochs (625 steps) + 2 fine-tuning epochs: ~13.5 minutes from a fresh clone on a
-    # 2-core AVX2 EPYC (retrieval 0.56/0.61); a 6th epoch raised retrieval to 0.68/0.70 but
-    # would take the job to ~14.7 min. Fine-tuning at lr 2e-3 beat 1e-3 and 3e-3 over 2
-    # epochs (audio-only 0.936 vs 0.918 / 0.912 on the same pre-training).
-    "pretrain": {"epochs": 5, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
-                 "intra_weight": 0.5, "cross_view": True, "augment": {"zoom": [0.75, 1.25], "speed": [0.8, 1.25]}},
+    # as fast per step as depth 4 at 0.69x the time. One 8-frame tubelet per 8x8 patch (16
+    # video tokens instead of 32) takes 0.87x the time per step at the same retrieval, and a
+    # fixed temperature of 0.1 did as well as or better than a learned one; with both, the
+    # budget holds 6 pre-training epochs (750 steps) + 2 fine-tuning epochs on a 2-core AVX2
+    # EPYC (docs/training.md has the measurements). Fine-tuning at lr 2e-3 beat 1e-3 and
+    # 3e-3 over 2 epochs (audio-only 0.936 vs 0.918 / 0.912 on the same pre-training).
+    "pretrain": {"epochs": 6, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
+                 "temperature": 0.1, "intra_weight": 0.5, "cross_view": True,
+                 "augment": {"zoom": [0.75, 1.25], "speed": [0.8, 1.25]}},
     "finetune": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.05, "label_smoothing": 0.1},
     "num_workers": 2,
     "probe_train_clips": 2000,  # training clips whose class centroids the pre-training probe uses

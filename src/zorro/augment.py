@@ -171,12 +171,18 @@ def random_time_shift(audio: torch.Tensor, max_fraction: float) -> torch.Tensor:
     if not 0.0 <= max_fraction < 1.0:
         raise ValueError(f"max_fraction must be in [0, 1), got {max_fraction}")
     b, n = audio.shape
-    m = int(max_fraction * n)
-    if m == 0:
+    shifts = _draw_shifts(b, n, max_fraction)
+    if shifts is None:
         return audio
-    shifts = torch.randint(-m, m + 1, (b,))
-    idx = (torch.arange(n)[None, :] - shifts[:, None]) % n
-    return torch.gather(audio, 1, idx)
+    return torch.gather(audio, 1, (torch.arange(n)[None, :] - shifts) % n)
+
+
+def _draw_shifts(b: int, n: int, max_fraction: float) -> torch.Tensor | None:
+    """``(b, 1)`` int64 shifts in samples, uniform in ``[-m, m]`` with ``m = int(max_fraction * n)``;
+    None (and no random draw) when ``m == 0``. Shared by :func:`random_time_shift` and the
+    fused speed + shift path of :meth:`ClipAugment.audio`, so both draw the same shifts."""
+    m = int(max_fraction * n)
+    return torch.randint(-m, m + 1, (b, 1)) if m > 0 else None
 
 
 def random_speed(audio: torch.Tensor, factor: tuple[float, float]) -> torch.Tensor:
@@ -316,10 +322,10 @@ class ClipAugment:
             # random_time_shift(random_speed(audio)) in one resampling pass, with the same
             # random draws in the same order (speed factors, then shifts).
             rate = torch.empty(b, 1, dtype=torch.float64).uniform_(s_lo, s_hi)
-            m = int(self.time_shift * n)
+            shifts = _draw_shifts(b, n, self.time_shift)
             index = torch.arange(n, dtype=torch.float32)[None, :]
-            if m > 0:  # the circular shift's source samples (exact in float32 below 2**24)
-                index = torch.remainder(index - torch.randint(-m, m + 1, (b, 1)).to(torch.float32), n)
+            if shifts is not None:  # the circular shift's source samples (exact in float32 below 2**24)
+                index = torch.remainder(index - shifts.to(torch.float32), n)
             out = _sample_linear(audio, _speed_positions(index, rate, n))
         g = torch.empty(b, 1, dtype=audio.dtype).uniform_(lo, hi)
         return torch.addcmul(self.noise_std * torch.randn_like(out), out, g)

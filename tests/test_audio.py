@@ -376,3 +376,49 @@ def test_bad_arguments():
         fbank(_noise(1, 399)[0])
     with pytest.raises(ValueError, match="window_type"):
         fbank(_noise(1, 1000)[0], window_type="kaiser")
+
+
+def test_mel_centres_are_the_peaks_of_the_filters():
+    from zorro.audio import kaldi_mel_banks, kaldi_mel_centres
+
+    banks = kaldi_mel_banks(40, 512, 16000)  # (40, 257)
+    centres = kaldi_mel_centres(40, 16000)
+    bin_hz = torch.arange(257, dtype=torch.float64) * (16000 / 512)
+    peak = bin_hz[banks.argmax(dim=1)]
+    assert bool((centres[1:] > centres[:-1]).all())
+    assert float((peak - centres).abs().max()) <= 16000 / 512  # within one FFT bin of the triangle's apex
+    assert torch.allclose(AudioFrontend("fbank", num_mel_bins=40).mel_centres_hz(), centres)
+    with pytest.raises(ValueError, match="fbank"):
+        AudioFrontend("spectrogram").mel_centres_hz()
+
+
+@pytest.mark.parametrize("kind", ["fbank", "spectrogram"])
+def test_postprocess_of_features_equals_forward(kind):
+    fe = AudioFrontend(kind, mean=-3.0, std=2.5, spec_aug_freq_mask=4, spec_aug_time_mask=5)
+    wave = 0.1 * torch.randn(3, 8000)
+    fe.eval()
+    assert torch.equal(fe(wave), fe.postprocess(fe.features(wave)))
+    fe.train()
+    torch.manual_seed(0)
+    a = fe(wave)
+    torch.manual_seed(0)
+    assert torch.equal(a, fe.postprocess(fe.features(wave)))  # the same SpecAugment draws
+    with pytest.raises(ValueError, match="features must have shape"):
+        fe.postprocess(fe.features(wave)[:, :-1])
+    with pytest.raises(TypeError, match="floating-point"):
+        fe.postprocess(torch.zeros(3, fe.num_freq_bins, 10, dtype=torch.long))
+
+
+def test_feature_stats_of_cached_features_equal_the_waveform_stats():
+    from zorro.audio import feature_stats
+
+    fe = AudioFrontend("fbank", num_mel_bins=32)
+    clips = [0.1 * torch.randn(8000), 0.2 * torch.randn(12000), 0.05 * torch.randn(2, 8000)]
+    expected = compute_audio_stats(clips, fe)
+    per_clip = [fe.features(c[None] if c.dim() == 1 else c) for c in clips]
+    assert feature_stats(per_clip) == pytest.approx(expected, rel=1e-9)
+    assert feature_stats(f for batch in per_clip for f in batch) == pytest.approx(expected, rel=1e-9)  # (F, T) each
+    with pytest.raises(TypeError, match="floating-point"):
+        feature_stats([torch.zeros(3, 4, dtype=torch.long)])
+    with pytest.raises(ValueError, match="at least one clip"):
+        feature_stats([])

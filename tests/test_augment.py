@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -302,3 +304,153 @@ def test_train_config_checks_augment_options_up_front():
     with pytest.raises(ValueError, match="zoom"):
         TrainConfig(augment={"zoom": [1.2, 0.8]})
     assert TrainConfig(augment={"zoom": [0.8, 1.2]}).augment == {"zoom": [0.8, 1.2]}
+
+
+# ------------------------------------------------------------------ fbank-domain augmentation
+
+
+def _tone_fbank(freq_hz: float, frontend):
+    t = torch.arange(16000) / 16000
+    return frontend.features((0.3 * torch.sin(2 * math.pi * freq_hz * t))[None])  # (1, M, T)
+
+
+def test_fbank_perturb_with_neutral_settings_returns_the_features():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = fe.features(0.1 * torch.randn(3, 16000))
+    out = random_fbank_perturb(feats, fe.mel_centres_hz())
+    torch.testing.assert_close(out, feats, atol=1e-5, rtol=0)
+
+
+def test_fbank_shift_is_a_circular_roll_of_whole_frames():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = fe.features(0.1 * torch.randn(4, 16000))  # (4, 40, 98)
+    torch.manual_seed(3)
+    out = random_fbank_perturb(feats, fe.mel_centres_hz(), time_shift=0.3)
+    rolled = []
+    for i in range(4):
+        match = [k for k in range(-29, 30) if torch.allclose(out[i], feats[i].roll(k, dims=-1), atol=1e-4)]
+        assert len(match) == 1, f"clip {i} is not a whole-frame roll of its features"
+        rolled.append(match[0])
+    assert len(set(rolled)) > 1  # one draw per clip
+
+
+def test_fbank_speed_moves_a_tone_like_playing_it_faster():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=64)
+    for rate, mode in ((1.25, "bilinear"), (0.8, "bilinear"), (1.25, "bicubic"), (0.8, "bicubic")):
+        sped = random_fbank_perturb(_tone_fbank(1000.0, fe), fe.mel_centres_hz(), speed=(rate, rate), interpolation=mode)
+        truth = _tone_fbank(1000.0 * rate, fe)
+        peak = lambda x: int(x[0, :, 40:60].mean(-1).argmax())  # noqa: E731 (the band with most energy)
+        assert abs(peak(sped) - peak(truth)) <= 1, rate
+        assert abs(peak(sped) - peak(_tone_fbank(1000.0, fe))) >= 3, rate  # it did move
+
+
+def test_fbank_gain_adds_twice_its_log_and_noise_floor_lifts_silence():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import fbank_noise_floor, random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = fe.features(0.1 * torch.randn(2, 16000))
+    out = random_fbank_perturb(feats, fe.mel_centres_hz(), gain=(2.0, 2.0))
+    torch.testing.assert_close(out, feats + 2 * math.log(2.0), atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    floor = fbank_noise_floor(fe, 0.005)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG did not move
+    assert floor.shape == (40,) and bool((floor > 0).all())
+    silence = torch.full((1, 40, 98), math.log(torch.finfo(torch.float32).eps))
+    lifted = random_fbank_perturb(silence, fe.mel_centres_hz(), noise_floor=floor)
+    noise_feats = fe.features(0.005 * torch.randn(8, 16000)).mean(dim=(0, 2))
+    assert float((lifted[0].mean(-1) - noise_feats).abs().mean()) < 0.8  # log of mean vs mean of log
+
+
+def test_fbank_perturb_and_clip_augment_reject_bad_input():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = torch.zeros(2, 40, 98)
+    with pytest.raises(ValueError, match="3 dims"):
+        random_fbank_perturb(feats[0], fe.mel_centres_hz())
+    with pytest.raises(ValueError, match="mel_centres_hz"):
+        random_fbank_perturb(feats, fe.mel_centres_hz()[:10])
+    with pytest.raises(ValueError, match="time_shift"):
+        random_fbank_perturb(feats, fe.mel_centres_hz(), time_shift=1.0)
+    with pytest.raises(ValueError, match="audio_domain"):
+        ClipAugment(audio_domain="spectrum")
+    with pytest.raises(ValueError, match="fbank front-end"):
+        ClipAugment(audio_domain="fbank").fbank(feats, AudioFrontend("spectrogram"))
+
+
+def test_clip_augment_fbank_draws_from_the_global_rng_and_keeps_shape():
+    from zorro.audio import AudioFrontend
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    aug = ClipAugment(speed=(0.8, 1.25), audio_domain="fbank")
+    feats = fe.features(0.1 * torch.randn(5, 16000))
+    torch.manual_seed(1)
+    a = aug.fbank(feats, fe)
+    torch.manual_seed(1)
+    b = aug.fbank(feats, fe)
+    assert a.shape == feats.shape and torch.equal(a, b) and not torch.allclose(a, feats)
+
+
+def test_fbank_perturb_passes_gradients_through():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = fe.features(0.1 * torch.randn(2, 16000)).requires_grad_()
+    out = random_fbank_perturb(feats, fe.mel_centres_hz(), speed=(0.9, 1.1), gain=(0.5, 2.0))
+    out.sum().backward()
+    assert feats.grad is not None and bool(torch.isfinite(feats.grad).all())
+
+
+def test_fbank_tilt_is_linear_across_bands_and_noise_draws_keep_the_mean_floor():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import fbank_noise_dof, fbank_noise_floor, random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats = fe.features(0.1 * torch.randn(6, 16000))
+    torch.manual_seed(0)
+    diff = random_fbank_perturb(feats, fe.mel_centres_hz(), tilt=1.0) - feats  # (6, 40, T)
+    torch.testing.assert_close(diff, diff[:, :, :1].expand_as(diff), atol=1e-4, rtol=0)  # the same in every frame
+    per_band = diff[:, :, 0]
+    slope = per_band[:, -1] - per_band[:, 0]
+    torch.testing.assert_close(per_band, per_band[:, :1] + slope[:, None] * torch.linspace(0, 1, 40), atol=1e-4, rtol=0)
+    assert bool((slope.abs() <= 1.0 + 1e-4).all()) and slope.std() > 0.1
+    torch.testing.assert_close(per_band.mean(dim=1), torch.zeros(6), atol=1e-4, rtol=0)  # centred: no overall gain
+
+    floor, dof = fbank_noise_floor(fe, 0.01), fbank_noise_dof(fe)
+    assert bool((dof >= 1).all()) and dof[-1] > dof[0]  # wide high bands average more bins
+    silence = torch.full((64, 40, 98), math.log(torch.finfo(torch.float32).eps))
+    drawn = random_fbank_perturb(silence, fe.mel_centres_hz(), noise_floor=floor, noise_dof=dof).exp()
+    ratio = drawn.mean(dim=(0, 2)) / floor
+    assert float((ratio - 1).abs().max()) < 0.05 and float(drawn.log().std(dim=(0, 2)).min()) > 0.2
+
+
+def test_fbank_noise_and_tilt_options_are_checked():
+    from zorro.audio import AudioFrontend
+    from zorro.augment import random_fbank_perturb
+
+    fe = AudioFrontend("fbank", num_mel_bins=40)
+    feats, centres = torch.zeros(2, 40, 98), fe.mel_centres_hz()
+    with pytest.raises(ValueError, match="noise_dof needs a noise_floor"):
+        random_fbank_perturb(feats, centres, noise_dof=torch.ones(40))
+    with pytest.raises(ValueError, match="tilt"):
+        random_fbank_perturb(feats, centres, tilt=-1.0)
+    with pytest.raises(ValueError, match="interpolation"):
+        random_fbank_perturb(feats, centres, interpolation="nearest")
+    with pytest.raises(ValueError, match="spectral_tilt acts on fbank"):
+        ClipAugment(spectral_tilt=1.0)
+    with pytest.raises(TypeError, match="noise_draws"):
+        ClipAugment(noise_draws="yes")
+    assert ClipAugment(audio_domain="fbank", spectral_tilt=1.0).spectral_tilt == 1.0

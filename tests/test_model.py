@@ -280,3 +280,27 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(model, fullgraph=True)
     got = compiled(audio=a, video=v)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_audio_features_input_equals_the_waveform_input():
+    torch.manual_seed(0)
+    model = Zorro(**tiny_kwargs(audio_mean=-4.0, audio_std=3.0)).eval()
+    audio, video = 0.1 * torch.randn(2, 4000), torch.randn(2, 3, 4, 16, 16)
+    feats = model.audio_frontend.features(audio)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the crop warning
+        a = model.encode(audio=audio, video=video)
+        b = model.encode(audio_features=feats, video=video)
+        only = model.encode(audio_features=feats)
+    assert set(a.embeddings) == set(b.embeddings) == {"audio", "video", "fusion", "global"}
+    for name in a.embeddings:
+        assert torch.equal(a.embeddings[name], b.embeddings[name]), name
+    assert set(only.embeddings) == {"audio", "fusion", "global"}
+    with pytest.raises(ValueError, match="not both"):
+        model.encode(audio=audio, audio_features=feats)
+    with pytest.raises(ValueError, match="features must have shape"):
+        model.encode(audio_features=feats[:, :5])
+    with pytest.raises(ValueError, match="fewer than one audio patch"):
+        model.encode(audio_features=feats[:, :, :3])
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        model.encode(audio_features=feats, video=video[:1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -72,7 +73,11 @@ def test_ddp_two_processes_equal_one_process(tmp_path, task):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [{}, {"task": "pretrain", "intra_weight": 0.5}], ids=["supervised", "pretrain_two_view"])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"task": "pretrain", "intra_weight": 0.5}, {"task": "pretrain", "intra_weight": 0.5, "augment": {"audio_domain": "fbank"}}],
+    ids=["supervised", "pretrain_two_view", "pretrain_fbank_domain"],
+)
 def test_resume_after_sigkill_is_exact(tmp_path, extra):
     overrides = dict(epochs=3, ckpt_every=2, **extra)
     reference = tmp_path / "reference"
@@ -215,3 +220,40 @@ def test_trainer_resolves_auto_precision_without_changing_the_callers_config(tmp
     trainer = zt.Trainer(cfg, ToyAV(n=16), ToyAV(n=8, seed=1), toy_vocab())
     assert trainer.cfg.precision == "fp32"
     assert cfg.precision == "auto"
+
+
+def test_cached_features_feed_training_with_the_same_losses():
+    from zorro.data import collate_clips, split_by_modality
+    from zorro.tasks import ZorroClassifier
+    from zorro.train import CachedClips, SupervisedObjective, audio_features_key
+
+    toy = ToyAV(n=12, missing_audio_every=4)
+    cached = CachedClips(toy)
+    model = Zorro(**TINY_MODEL)
+    cached.add_audio_features(model.audio_frontend)
+    assert cached.audio_features_key == audio_features_key(model.audio_frontend)
+    with_audio = [it for it in cached.items if it["audio"] is not None]
+    assert all(torch.equal(it["audio_features"], model.audio_frontend.features(it["audio"][None])[0]) for it in with_audio)
+    assert all("audio_features" not in it for it in cached.items if it["audio"] is None)
+    batch = collate_clips([cached[i] for i in range(8)])
+    assert batch["audio_features"].shape == (8, 32, 23)
+    groups = list(split_by_modality(batch))
+    assert groups[-1]["audio"] is None and groups[-1]["audio_features"] is None  # the video-only group
+    plain = collate_clips([toy[i] for i in range(8)])
+    assert plain["audio_features"] is None
+    objective = SupervisedObjective(ZorroClassifier(model, 4), multi_label=False, label_smoothing=0.0, mixup_alpha=0.0).train()
+    assert objective.uses_audio_features
+    torch.testing.assert_close(objective(batch)[0], objective(plain)[0], atol=1e-6, rtol=0)
+
+
+def test_fbank_domain_pretraining_caches_features_and_learns(tmp_path):
+    from zorro.train import CachedClips
+
+    data = CachedClips(ToyAV())
+    cfg = tiny_config(tmp_path, task="pretrain", epochs=2, intra_weight=0.5, cross_view=True,
+                      augment={"audio_domain": "fbank", "speed": [0.8, 1.25]})
+    metrics = train(cfg, data, ToyAV(n=32, seed=1), toy_vocab())
+    assert data.audio_features_key is not None and "audio_features" in data[0]
+    assert {"a2v_r1", "v2a_r1"} <= set(metrics)
+    losses = _losses(tmp_path)
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]

@@ -32,7 +32,9 @@ __all__ = [
     "compute_audio_stats",
     "fbank",
     "fbank_num_frames",
+    "feature_stats",
     "kaldi_mel_banks",
+    "kaldi_mel_centres",
     "spec_augment",
     "spectrogram",
     "spectrogram_num_frames",
@@ -274,6 +276,24 @@ def _kaldi_mel_banks_cpu(
     falling = (right - bin_mel) / (right - centre)
     weights = torch.minimum(rising, falling).clamp_min(0.0)  # (M, K) triangles in the mel domain
     return F.pad(weights, (0, 1))  # (M, K + 1)
+
+
+def kaldi_mel_centres(num_mel_bins: int = 128, sample_rate: float = 16000, low_freq: float = 20.0, high_freq: float = 0.0) -> Tensor:
+    """Centre frequencies of :func:`kaldi_mel_banks`' triangles: ``(num_mel_bins,)`` float64, Hz.
+
+    The centres are equally spaced on the mel scale ``1127 ln(1 + f/700)`` strictly between
+    ``low_freq`` and ``high_freq`` (``<= 0`` means Nyquist plus ``high_freq``).
+    """
+    if not isinstance(num_mel_bins, int) or num_mel_bins < 1:
+        raise ValueError(f"num_mel_bins must be a positive int, got {num_mel_bins!r}")
+    nyquist = 0.5 * sample_rate
+    high = high_freq if high_freq > 0.0 else high_freq + nyquist
+    if not (0.0 <= low_freq < high <= nyquist):
+        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got {low_freq}, {high_freq}")
+    mel_low, mel_high = _hz_to_mel(low_freq), _hz_to_mel(high)
+    step = (mel_high - mel_low) / (num_mel_bins + 1)
+    centres_mel = mel_low + step * torch.arange(1, num_mel_bins + 1, dtype=torch.float64)
+    return 700.0 * torch.expm1(centres_mel / 1127.0)
 
 
 def kaldi_mel_banks(
@@ -653,8 +673,41 @@ class AudioFrontend(nn.Module):
         mode only -- under ``torch.compile`` use the global RNG, ``torch.manual_seed``).
         Raises ValueError for a channel dimension, audio shorter than :meth:`min_num_samples`
         or NaN/Inf samples (the last check is skipped while tracing for torch.compile/export).
+        Equal to ``postprocess(features(waveform))``.
         """
-        x = self.features(waveform)
+        return self._postprocess(self.features(waveform), generator)
+
+    def postprocess(self, features: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Normalise (and, in training mode, SpecAugment) raw features computed earlier.
+
+        For features cached once per clip (e.g. by :class:`zorro.train.CachedClips`) and
+        augmented in the feature domain (:meth:`zorro.augment.ClipAugment.fbank`): the model
+        then skips the front-end's analysis but applies the same normalisation and masking.
+
+        Args:
+            features: ``(B, num_freq_bins, T)`` raw features as :meth:`features` returns them.
+            generator: as in :meth:`forward`.
+
+        Returns:
+            ``(B, num_freq_bins, T)`` float32.
+        """
+        if not isinstance(features, Tensor) or not features.is_floating_point():
+            raise TypeError(f"features must be a floating-point tensor, got {type(features).__name__}")
+        if features.dim() != 3 or features.shape[1] != self.num_freq_bins:
+            raise ValueError(
+                f"features must have shape (batch, {self.num_freq_bins}, frames) for this {self.kind} front-end, "
+                f"got {tuple(features.shape)}"
+            )
+        return self._postprocess(features.float(), generator)
+
+    def mel_centres_hz(self) -> Tensor:
+        """Centre frequencies of the mel filters (``kind="fbank"`` only): ``(num_mel_bins,)``
+        float64, in Hz, increasing."""
+        if self.kind != "fbank":
+            raise ValueError(f"mel_centres_hz needs the fbank front-end, this one is {self.kind!r}")
+        return kaldi_mel_centres(self.num_mel_bins, self.sample_rate, _KALDI_LOW_FREQ_HZ)
+
+    def _postprocess(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             if self.mean is not None:
                 x = (x - self.mean) / self.std
@@ -687,18 +740,39 @@ def compute_audio_stats(waveforms: Iterable, frontend: AudioFrontend) -> tuple[f
     """
     if not isinstance(frontend, AudioFrontend):
         raise TypeError(f"frontend must be an AudioFrontend, got {type(frontend).__name__}")
+    device = frontend.window.device
+
+    def features() -> Iterable[Tensor]:
+        for i, clip in enumerate(waveforms):
+            x = clip if isinstance(clip, Tensor) else torch.as_tensor(clip)
+            if not x.is_floating_point():
+                raise TypeError(f"clip {i}: expected float samples, got dtype {x.dtype}")
+            yield frontend.features((x.unsqueeze(0) if x.dim() == 1 else x).to(device))  # (B, F, T)
+
+    return feature_stats(features())
+
+
+@torch.no_grad()
+def feature_stats(features: Iterable[Tensor]) -> tuple[float, float]:
+    """Mean and standard deviation over every value of raw features computed earlier.
+
+    Args:
+        features: iterable of float tensors of any shape, e.g. ``(F, T)`` per clip or
+            ``(B, F, T)`` per batch (:meth:`AudioFrontend.features` outputs, such as the
+            ``audio_features`` a training cache keeps).
+
+    Returns:
+        ``(mean, std)`` as Python floats (std unbiased), accumulated in float64; what
+        :func:`compute_audio_stats` returns for the waveforms those features came from.
+    """
     total = 0
-    ref = 0.0  # shift: the first clip's mean; sums of deviations keep the variance well conditioned
+    ref = 0.0  # shift: the first tensor's mean; sums of deviations keep the variance well conditioned
     acc_sum = 0.0
     acc_sq = 0.0
-    device = frontend.window.device
-    for i, clip in enumerate(waveforms):
-        x = clip if isinstance(clip, Tensor) else torch.as_tensor(clip)
-        if not x.is_floating_point():
-            raise TypeError(f"clip {i}: expected float samples, got dtype {x.dtype}")
-        if x.dim() == 1:
-            x = x.unsqueeze(0)
-        feats = frontend.features(x.to(device)).double()  # (B, F, T)
+    for i, x in enumerate(features):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"features {i}: expected a floating-point tensor, got {type(x).__name__}")
+        feats = x.double()
         if total == 0:
             ref = float(feats.mean())
         dev = feats - ref
@@ -706,7 +780,7 @@ def compute_audio_stats(waveforms: Iterable, frontend: AudioFrontend) -> tuple[f
         acc_sq += float(dev.pow(2).sum())
         total += feats.numel()
     if total < 2:
-        raise ValueError("compute_audio_stats needs at least one clip with 2 or more feature values")
+        raise ValueError("audio statistics need at least one clip with 2 or more feature values")
     mean_dev = acc_sum / total
     var = (acc_sq - total * mean_dev**2) / (total - 1)  # unbiased
     mean = ref + mean_dev

@@ -16,14 +16,14 @@ what remains carries the digit and the audio-video term starts learning (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 __all__ = [
     "ClipAugment", "random_translate", "random_zoom", "random_affine_intensity", "random_illumination", "random_time_reverse",
-    "random_time_shift", "random_speed",
+    "random_time_shift", "random_speed", "random_fbank_perturb", "fbank_noise_floor", "fbank_noise_dof",
 ]
 
 
@@ -233,6 +233,180 @@ def _sample_linear(audio: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.grid_sample(audio[:, None, None, :], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0, 0]
 
 
+def fbank_noise_floor(frontend: Any, noise_std: float, *, num_clips: int = 32, seed: int = 0) -> torch.Tensor:
+    """Mean mel-band power that white noise of ``noise_std`` adds to ``frontend``'s fbank.
+
+    Measured by running the front-end on ``num_clips`` one-second clips of Gaussian noise
+    drawn from a private generator (``seed``), so calling this never moves the global RNG.
+
+    Args:
+        frontend: an :class:`~zorro.audio.AudioFrontend` of kind ``"fbank"``.
+        noise_std: noise standard deviation in waveform units (>= 0).
+
+    Returns:
+        ``(num_mel_bins,)`` float32 power (not log) per mel band; zeros when ``noise_std`` is 0.
+    """
+    if getattr(frontend, "kind", None) != "fbank":
+        raise ValueError("fbank_noise_floor needs an AudioFrontend of kind 'fbank'")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    device = frontend.window.device
+    if noise_std == 0:
+        return torch.zeros(frontend.num_freq_bins, device=device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    noise = noise_std * torch.randn(num_clips, int(frontend.sample_rate), generator=gen)
+    with torch.no_grad():
+        return frontend.features(noise.to(device)).exp().mean(dim=(0, 2))  # (M,)
+
+
+def random_fbank_perturb(
+    features: torch.Tensor,
+    mel_centres_hz: torch.Tensor,
+    *,
+    speed: tuple[float, float] = (1.0, 1.0),
+    time_shift: float = 0.0,
+    gain: tuple[float, float] = (1.0, 1.0),
+    noise_floor: torch.Tensor | None = None,
+    noise_dof: torch.Tensor | None = None,
+    tilt: float = 0.0,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """Speed, time shift, gain and a noise floor applied to log-mel filterbank features.
+
+    The feature-domain counterpart of :meth:`ClipAugment.audio` + the fbank front-end, for
+    features computed once per clip (about 5x less work per view than re-analysing an
+    augmented waveform). Per clip, in the order of the random draws:
+
+    1. Speed ``r`` uniform in ``speed``: frame ``t`` reads source frame ``(t' - c) * r + c``
+       (``c`` the centre frame, ``t'`` below) and mel band ``m`` reads the band whose centre
+       is ``f_m / r`` -- a tape played ``r`` times faster, in time and pitch. Bilinear, in the
+       power domain; what falls outside the source is silence.
+    2. A circular time shift of ``k`` whole frames, ``k`` uniform in
+       ``[-int(time_shift * T), int(time_shift * T)]``: ``t' = (t - k) mod T``.
+    3. Gain ``g`` uniform in ``gain``: power times ``g ** 2`` (a constant added to the log).
+    4. A spectral tilt (``tilt > 0``): log power plus ``a * (m / (M - 1) - 0.5)`` for band
+       ``m``, ``a`` uniform in ``[-tilt, tilt]`` -- a random treble/bass balance.
+    5. ``noise_floor`` (``(M,)`` power per band, :func:`fbank_noise_floor`) is added. Without
+       ``noise_dof`` it is the mean effect of white noise; with ``noise_dof`` (``(M,)``, the
+       Gamma shape of each band's noise power, :func:`fbank_noise_dof`) every value is drawn
+       around that mean, like the noise's own frame-to-frame fluctuation.
+
+    With ``speed == (1, 1)``, ``time_shift == 0``, ``gain == (1, 1)`` and no noise floor the
+    features come back unchanged (up to float rounding of ``log(exp(x))``).
+
+    Args:
+        features: ``(b, M, T)`` raw log-mel energies (:meth:`AudioFrontend.features`, kind fbank).
+        mel_centres_hz: ``(M,)`` centre frequency of each band in Hz, increasing
+            (:meth:`AudioFrontend.mel_centres_hz`).
+        speed: range ``(low, high)`` of the speed factor (> 0).
+        time_shift: bound of the shift as a fraction of the ``T`` frames, in [0, 1).
+        gain: range ``(low, high)`` of the amplitude gain (> 0).
+        noise_floor: ``(M,)`` power added to every frame, or None.
+        noise_dof: ``(M,)`` Gamma shapes (> 0) to draw the noise power with, or None for its mean.
+        tilt: bound of the spectral tilt, in log power across the bands (>= 0; 0 = off).
+        interpolation: ``"bilinear"`` or ``"bicubic"`` resampling of the speed change.
+
+    Returns:
+        ``(b, M, T)`` log-mel energies, floored at float32 epsilon like the front-end.
+    """
+    _check_float(features, 3, "features")
+    b, m, t = features.shape
+    if not isinstance(mel_centres_hz, torch.Tensor) or mel_centres_hz.shape != (m,):
+        raise ValueError(f"mel_centres_hz must be a ({m},) tensor matching features' {m} bands, got {getattr(mel_centres_hz, 'shape', mel_centres_hz)}")
+    s_lo, s_hi = _factor_range(tuple(speed), "speed")
+    g_lo, g_hi = _factor_range(tuple(gain), "gain")
+    if not 0.0 <= time_shift < 1.0:
+        raise ValueError(f"time_shift must be in [0, 1), got {time_shift}")
+    for name, value in (("noise_floor", noise_floor), ("noise_dof", noise_dof)):
+        if value is not None and (not isinstance(value, torch.Tensor) or value.shape != (m,)):
+            raise ValueError(f"{name} must be a ({m},) tensor, got {getattr(value, 'shape', value)}")
+    if noise_dof is not None and (noise_floor is None or not bool((noise_dof > 0).all())):
+        raise ValueError("noise_dof needs a noise_floor and must be > 0 in every band")
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
+    if isinstance(tilt, bool) or not isinstance(tilt, (int, float)) or not tilt >= 0:
+        raise ValueError(f"tilt must be a number >= 0, got {tilt!r}")
+    device = features.device
+    power = features.float().exp()  # (b, M, T)
+    if not (s_lo == s_hi == 1.0 and int(time_shift * t) == 0):
+        rate = torch.empty(b, 1, dtype=torch.float64).uniform_(s_lo, s_hi)
+        shifts = _draw_shifts(b, t, time_shift)
+        frames = torch.arange(t, dtype=torch.float64)[None, :]
+        if shifts is not None:
+            frames = torch.remainder(frames - shifts, t)
+        centre = (t - 1) / 2.0
+        src_t = (frames - centre) * rate + centre  # (b, T) source frame
+        centres = mel_centres_hz.to(torch.float64).cpu()
+        mel = 1127.0 * torch.log1p(centres / 700.0)
+        src_mel = 1127.0 * torch.log1p(centres[None, :] / rate / 700.0)  # (b, M)
+        # Fractional band index by linear interpolation on the (equally spaced in mel) centres.
+        if m > 1:  # fractional band index: piecewise linear in mel between the centres
+            hi = torch.searchsorted(mel, src_mel).clamp(1, m - 1)
+            lo_mel, hi_mel = mel[hi - 1], mel[hi]
+            src_m = (hi - 1).to(torch.float64) + (src_mel - lo_mel) / (hi_mel - lo_mel)
+        else:
+            src_m = torch.zeros_like(src_mel)
+        # grid_sample coordinates (align_corners=True); out-of-range positions are moved far
+        # out, where zero padding reads exactly 0 (silence).
+        gx = torch.where((src_t >= 0) & (src_t <= t - 1), src_t * (2.0 / max(t - 1, 1)) - 1.0, 4.0)
+        gy = torch.where((src_m >= 0) & (src_m <= m - 1), src_m * (2.0 / max(m - 1, 1)) - 1.0, 4.0)
+        grid = torch.empty(b, m, t, 2, dtype=power.dtype, device=device)  # separable: x from time, y from band
+        grid[..., 0] = gx.to(device=device, dtype=power.dtype)[:, None, :]
+        grid[..., 1] = gy.to(device=device, dtype=power.dtype)[:, :, None]
+        power = torch.nn.functional.grid_sample(power[:, None], grid, mode=interpolation, padding_mode="zeros", align_corners=True)[:, 0]
+        if interpolation == "bicubic":
+            power = power.clamp_min_(0.0)  # cubic overshoot below zero power
+    scale = torch.empty(b, 1, 1, dtype=torch.float32).uniform_(g_lo, g_hi).square()  # (b, 1, 1) power gain
+    if tilt > 0:
+        slope = torch.empty(b, 1, 1, dtype=torch.float32).uniform_(-tilt, tilt)
+        bands = torch.linspace(-0.5, 0.5, m, dtype=torch.float32)[None, :, None] if m > 1 else torch.zeros(1, 1, 1)
+        scale = scale * torch.exp(slope * bands)  # (b, M, 1)
+    scale = scale.to(device)
+    noise = None
+    if noise_floor is not None:
+        floor = noise_floor.to(device=device, dtype=power.dtype)[None, :, None]  # (1, M, 1)
+        if noise_dof is None:
+            noise = floor
+        else:
+            shape = noise_dof.to(device=device, dtype=power.dtype)[None, :, None].expand(b, m, t)
+            noise = floor * torch._standard_gamma(shape) / shape  # mean floor, Gamma-distributed
+    if power.requires_grad:  # keep autograd's saved tensors intact
+        power = power * scale
+        if noise is not None:
+            power = power + noise
+        return power.clamp_min(_LOG_FLOOR).log().to(features.dtype)
+    power.mul_(scale)  # in place: power is a fresh tensor here (exp() or grid_sample's output)
+    if noise is not None:
+        power.add_(noise)
+    return power.clamp_min_(_LOG_FLOOR).log_().to(features.dtype)
+
+
+def fbank_noise_dof(frontend: Any) -> torch.Tensor:
+    """Gamma shape of the white-noise power in each mel band of ``frontend``'s fbank.
+
+    A band's power is a weighted sum of its FFT bins' powers, each exponentially distributed
+    for Gaussian noise; matching mean and variance gives shape ``(sum w)^2 / sum w^2``,
+    divided by the analysis window's equivalent noise bandwidth in bins (1.5 for Hann:
+    neighbouring bins are correlated). Measured on one-second noise clips at 64 bands, the
+    log power's spread per band is then within ~0.1 of the real one (about 1.0 in the
+    narrowest low bands, 0.4 in the widest).
+
+    Returns:
+        ``(num_mel_bins,)`` float32, >= 1.
+    """
+    if getattr(frontend, "kind", None) != "fbank":
+        raise ValueError("fbank_noise_dof needs an AudioFrontend of kind 'fbank'")
+    w = frontend.mel_banks.double()  # (M, K)
+    win = frontend.window.double()
+    enbw = len(win) * win.square().sum() / win.sum().square()  # in bins of the window length
+    return (w.sum(1).square() / w.square().sum(1).clamp_min(1e-30) / enbw).clamp_min(1.0).float()
+
+
+_LOG_FLOOR = float(torch.finfo(torch.float32).eps)  # the fbank front-end's floor before the log
+
+AUDIO_DOMAINS = ("waveform", "fbank")
+
+
 @dataclass
 class ClipAugment:
     """The two-view augmentation of a batch of clips.
@@ -255,6 +429,14 @@ class ClipAugment:
         time_shift: bound of the audio shift as a fraction of the clip.
         gain: range of the audio gain.
         noise_std: std of the added white noise (waveform units).
+        noise_draws: in the fbank domain, draw the noise power of every value around its
+            mean (True) or add the mean noise floor (False).
+        spectral_tilt: in the fbank domain, bound of a random tilt of the log power across
+            the mel bands (0 = off; see :func:`random_fbank_perturb`).
+        audio_domain: where a training objective applies the audio augmentation:
+            ``"waveform"`` (:meth:`audio`, then the model's front-end on every view) or
+            ``"fbank"`` (front-end features once per clip, then :meth:`fbank` per view;
+            fbank front-end only).
     """
 
     max_shift_fraction: float = 0.125
@@ -268,8 +450,14 @@ class ClipAugment:
     time_shift: float = 0.25
     gain: tuple[float, float] = (0.5, 1.5)
     noise_std: float = 0.005
+    audio_domain: str = "waveform"
+    noise_draws: bool = True
+    spectral_tilt: float = 0.0
+    _noise_floors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.audio_domain not in AUDIO_DOMAINS:
+            raise ValueError(f"ClipAugment.audio_domain must be one of {AUDIO_DOMAINS}, got {self.audio_domain!r}")
         def number(name: str, value: Any) -> float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise TypeError(f"ClipAugment.{name} must be a finite number, got {value!r}")
@@ -284,8 +472,12 @@ class ClipAugment:
                 bound = "0 < low" if low_min is not None else "0 <= low"
                 raise ValueError(f"ClipAugment.{name} needs {bound} <= high, got {rng!r}")
             setattr(self, name, (lo, hi))
+        if self.audio_domain == "waveform" and isinstance(self.spectral_tilt, (int, float)) and self.spectral_tilt > 0:
+            raise ValueError("ClipAugment.spectral_tilt acts on fbank features only: set audio_domain='fbank' or spectral_tilt=0")
+        if not isinstance(self.noise_draws, bool):
+            raise TypeError(f"ClipAugment.noise_draws must be True or False, got {self.noise_draws!r}")
         for name, upper in (("max_shift_fraction", 1.0), ("brightness", None), ("illumination", None), ("video_noise", None),
-                            ("reverse", 1.0), ("noise_std", None)):
+                            ("reverse", 1.0), ("noise_std", None), ("spectral_tilt", None)):
             value = number(name, getattr(self, name))
             if value < 0 or (upper is not None and value > upper):
                 limit = f"in [0, {upper:g}]" if upper is not None else ">= 0"
@@ -329,3 +521,29 @@ class ClipAugment:
             out = _sample_linear(audio, _speed_positions(index, rate, n))
         g = torch.empty(b, 1, dtype=audio.dtype).uniform_(lo, hi)
         return torch.addcmul(self.noise_std * torch.randn_like(out), out, g)
+
+    def fbank(self, features: torch.Tensor, frontend: Any) -> torch.Tensor:
+        """The audio augmentation applied to raw log-mel features instead of the waveform.
+
+        Same ``speed``, ``time_shift`` and ``gain`` ranges as :meth:`audio` (shift in whole
+        frames), and white noise of ``noise_std`` as its mean power floor; see
+        :func:`random_fbank_perturb`. Used when ``audio_domain == "fbank"``.
+
+        Args:
+            features: ``(b, M, T)`` raw features from ``frontend.features`` (kind ``"fbank"``).
+            frontend: the model's :class:`~zorro.audio.AudioFrontend`.
+
+        Returns:
+            ``(b, M, T)`` raw (unnormalised) log-mel features; the model normalises them.
+        """
+        if getattr(frontend, "kind", None) != "fbank":
+            raise ValueError(f"ClipAugment.fbank needs the model's fbank front-end, got {getattr(frontend, 'kind', frontend)!r}")
+        key = (id(frontend), frontend.num_freq_bins, frontend.sample_rate, float(self.noise_std))
+        if key not in self._noise_floors:
+            floor = fbank_noise_floor(frontend, self.noise_std) if self.noise_std > 0 else None
+            self._noise_floors[key] = (floor, None if floor is None else fbank_noise_dof(frontend))
+        floor, dof = self._noise_floors[key]
+        return random_fbank_perturb(
+            features, frontend.mel_centres_hz(), speed=tuple(self.speed), time_shift=self.time_shift, gain=tuple(self.gain),
+            noise_floor=floor, noise_dof=dof if self.noise_draws else None, tilt=self.spectral_tilt,
+        )

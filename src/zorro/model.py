@@ -421,7 +421,24 @@ class Zorro(nn.Module):
                 f"audio too short: {audio.shape[-1]} samples give {max(frames, 0)} frames, fewer than one audio patch "
                 f"({p2} frames); need at least {need} samples"
             )
-        spec = self.audio_frontend(audio)  # (b, F, T)
+        return self._crop_audio(self.audio_frontend(audio))  # (b, F, T)
+
+    def prepare_audio_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw front-end features computed earlier -> what :meth:`audio_features` returns.
+
+        ``features (b, F, T)`` as ``model.audio_frontend.features(waveform)`` gives them
+        (e.g. cached once per clip, or augmented with :meth:`zorro.augment.ClipAugment.fbank`):
+        normalised, SpecAugment-ed in training mode and cropped to whole patches. The model's
+        output for them equals its output for the waveform (in eval mode, where no randomness
+        is drawn).
+        """
+        spec = self.audio_frontend.postprocess(features)  # checks (b, F, T)
+        if spec.shape[-1] < self.audio_patch_size[1]:
+            raise ValueError(f"audio features have {spec.shape[-1]} frames, fewer than one audio patch ({self.audio_patch_size[1]} frames)")
+        return self._crop_audio(spec)
+
+    def _crop_audio(self, spec: torch.Tensor) -> torch.Tensor:
+        p1, p2 = self.audio_patch_size
         height, width = spec.shape[-2:]
         rh, rw = height // p1 * p1, width // p2 * p2
         if (rh, rw) != (height, width):
@@ -434,9 +451,14 @@ class Zorro(nn.Module):
                 )
         return spec[:, :rh, :rw]
 
-    def embed_audio(self, audio: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Audio tokens: ``(b, samples) -> (b, n_a, D)`` and the ``(freq, time)`` patch grid."""
-        tokens, grid = self.audio_embed(self.audio_features(audio))
+    def embed_audio(self, audio: torch.Tensor | None = None, *, features: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Audio tokens: ``(b, samples) -> (b, n_a, D)`` and the ``(freq, time)`` patch grid.
+
+        Or, with ``features``, from raw front-end features ``(b, F, T)`` instead of the
+        waveform (see :meth:`prepare_audio_features`).
+        """
+        spec = self.audio_features(audio) if features is None else self.prepare_audio_features(features)
+        tokens, grid = self.audio_embed(spec)
         if self.config.pos_embed == "sincos":
             tokens = tokens + sincos_grid(grid, self.config.dim, device=tokens.device).to(tokens.dtype)
         return tokens, grid
@@ -450,28 +472,36 @@ class Zorro(nn.Module):
 
     # ------------------------------------------------------------------ forward passes
 
-    def forward_features(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> ZorroFeatures:
+    def forward_features(
+        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+    ) -> ZorroFeatures:
         """Run the front-ends and the masked transformer.
 
         Args:
             audio: ``(b, samples)`` mono waveform at ``config.sample_rate`` Hz, or None.
             video: ``(b, c, t, h, w)`` float frames, or None. At least one must be given.
+            audio_features: instead of ``audio``, raw front-end features ``(b, F, T)``
+                (``audio_frontend.features(waveform)``, see :meth:`prepare_audio_features`).
 
         Returns:
             :class:`ZorroFeatures` with the final, normed ``(b, n, D)`` tokens.
         """
-        if audio is None and video is None:
+        if audio is not None and audio_features is not None:
+            raise ValueError("give audio (waveforms) or audio_features (front-end features), not both")
+        if audio is None and video is None and audio_features is None:
             raise ValueError("Zorro needs at least one input: audio=(batch, samples) and/or video=(batch, c, t, h, w)")
-        if audio is not None and video is not None:
-            self._check_audio(audio)
-            self._check_video(video)
-            if audio.shape[0] != video.shape[0]:
-                raise ValueError(f"audio and video batch sizes differ: audio {audio.shape[0]}, video {video.shape[0]}")
-        parts, audio_grid, video_grid = [], None, None
+        audio_in = audio if audio is not None else audio_features
         if audio is not None:
-            audio_tokens, audio_grid = self.embed_audio(audio)
+            self._check_audio(audio)
+        if audio_in is not None and video is not None:
+            self._check_video(video)
+            if audio_in.shape[0] != video.shape[0]:
+                raise ValueError(f"audio and video batch sizes differ: audio {audio_in.shape[0]}, video {video.shape[0]}")
+        parts, audio_grid, video_grid = [], None, None
+        if audio_in is not None:
+            audio_tokens, audio_grid = self.embed_audio(audio, features=audio_features)
             parts.append(audio_tokens)
-        batch = (audio if audio is not None else video).shape[0]
+        batch = (audio_in if audio_in is not None else video).shape[0]
         ref = parts[0] if parts else None
         if video is not None:
             video_tokens, video_grid = self.embed_video(video)
@@ -481,7 +511,7 @@ class Zorro(nn.Module):
         if video is not None:
             parts.append(video_tokens)
         layout = TokenLayout(
-            num_audio=audio_tokens.shape[1] if audio is not None else 0,
+            num_audio=audio_tokens.shape[1] if audio_in is not None else 0,
             num_fusion=self.config.num_fusion_tokens,
             num_video=video_tokens.shape[1] if video is not None else 0,
         )
@@ -558,14 +588,19 @@ class Zorro(nn.Module):
         backend = "eager" if self.config.attn_backend == "eager" else "sdpa"
         return self.attn_pool(queries, tokens, types, layout, backend) + queries
 
-    def encode(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> ZorroOutput:
+    def encode(
+        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+    ) -> ZorroOutput:
         """Named embeddings and final token sequences (see :class:`ZorroOutput`).
 
         Args:
             audio: ``(b, samples)`` waveform or None; video: ``(b, c, t, h, w)`` or None.
+            audio_features: raw front-end features ``(b, F, T)`` instead of ``audio``
+                (see :meth:`prepare_audio_features`).
         """
-        features = self.forward_features(audio=audio, video=video)
-        chosen = self.select_return_tokens(None, has_audio=audio is not None, has_video=video is not None)
+        features = self.forward_features(audio=audio, video=video, audio_features=audio_features)
+        has_audio = audio is not None or audio_features is not None
+        chosen = self.select_return_tokens(None, has_audio=has_audio, has_video=video is not None)
         pooled = self.pool(features, chosen)  # (b, r, D)
         names: dict[str, torch.Tensor] = {}
         seen: dict[str, int] = {}

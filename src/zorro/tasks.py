@@ -42,9 +42,14 @@ class ZorroPretrainer(nn.Module):
         self.backbone = backbone
         self.head = ContrastiveHead(backbone.config.dim, proj_dim, names=names, fixed_temperature=temperature, batch_norm=batch_norm)
 
-    def forward(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Returns ``(embeddings, projections)``: dicts name -> ``(b, D)`` and name -> ``(b, P)``."""
-        embeddings = self.backbone.encode(audio=audio, video=video).embeddings
+    def forward(
+        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Returns ``(embeddings, projections)``: dicts name -> ``(b, D)`` and name -> ``(b, P)``.
+
+        ``audio_features`` (raw front-end features ``(b, F, T)``) may replace ``audio``.
+        """
+        embeddings = self.backbone.encode(audio=audio, video=video, audio_features=audio_features).embeddings
         return embeddings, self.head(embeddings)
 
 
@@ -61,6 +66,9 @@ class ZorroClassifier(nn.Module):
         self.backbone = backbone
         self.heads = ClassifierHeads(backbone.config.dim, num_classes, names=output_names(backbone))
 
-    def forward(self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Logits per output name, each ``(b, C)``."""
-        return self.heads(self.backbone.encode(audio=audio, video=video).embeddings)
+    def forward(
+        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits per output name, each ``(b, C)``; ``audio_features`` (raw front-end
+        features ``(b, F, T)``) may replace ``audio``."""
+        return self.heads(self.backbone.encode(audio=audio, video=video, audio_features=audio_features).embeddings)

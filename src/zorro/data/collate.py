@@ -44,7 +44,9 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
     """Batch dataset items (dicts from :class:`~zorro.data.datasets.ClipDataset`).
 
     Returns a dict with ``audio`` ``(B, samples)`` float (zeros where missing; None when no
-    example has audio), ``video`` ``(B, 3, T, H, W)`` (zeros where missing; None when no
+    example has audio), ``audio_features`` ``(B, F, T)`` (raw front-end features when the
+    items carry them, e.g. front-end features cached by the trainer; else None), ``video``
+    ``(B, 3, T, H, W)`` (zeros where missing; None when no
     example has video), ``has_audio``/``has_video`` ``(B,)`` bool, ``label`` ``(B,)`` long
     or ``(B, C)`` float, ``index`` ``(B,)`` long, ``path`` (list of B str), ``padded``
     ``(B,)`` bool, ``num_skipped`` (int: items dropped because their file was unreadable)
@@ -57,6 +59,11 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
         if not (it is None or isinstance(it, (dict, Skipped))):
             raise TypeError(f"collate_clips expects dataset dicts, Skipped or None, got {type(it).__name__}")
     audio = _stack_optional([it.get("audio") for it in kept], "audio waveforms")
+    audio_features = None
+    if any(it.get("audio_features") is not None for it in kept):
+        if any(it.get("audio") is not None and it.get("audio_features") is None for it in kept):
+            raise ValueError("some items with audio carry audio_features and some do not; give them to all or none")
+        audio_features = _stack_optional([it.get("audio_features") for it in kept], "audio features")
     video = _stack_optional([it.get("video") for it in kept], "videos")
     labels = [it["label"] for it in kept]
     if labels and isinstance(labels[0], torch.Tensor):
@@ -65,6 +72,7 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
         label = torch.as_tensor([int(l) for l in labels], dtype=torch.long)
     return {
         "audio": audio,
+        "audio_features": audio_features,
         "video": video,
         "has_audio": torch.tensor([it.get("audio") is not None for it in kept], dtype=torch.bool),
         "has_video": torch.tensor([it.get("video") is not None for it in kept], dtype=torch.bool),
@@ -97,7 +105,7 @@ def split_by_modality(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for key, value in batch.items():
             if key in ("num_skipped", "skipped"):
                 continue
-            if key == "audio":
+            if key in ("audio", "audio_features"):
                 sub[key] = value[sel] if (want_a and value is not None) else None
             elif key == "video":
                 sub[key] = value[sel] if (want_v and value is not None) else None

@@ -305,7 +305,9 @@ def random_fbank_perturb(
         noise_floor: ``(M,)`` power added to every frame, or None.
         noise_dof: ``(M,)`` Gamma shapes (> 0) to draw the noise power with, or None for its mean.
         tilt: bound of the spectral tilt, in log power across the bands (>= 0; 0 = off).
-        interpolation: ``"bilinear"`` or ``"bicubic"`` resampling of the speed change.
+        interpolation: ``"bilinear"`` or ``"bicubic"`` resampling of the speed change
+            (bicubic overshoots below zero power, clamped to silence; on AV-digits it cost
+            retrieval, see ``docs/training.md``).
 
     Returns:
         ``(b, M, T)`` log-mel energies, floored at float32 epsilon like the front-end.
@@ -340,7 +342,6 @@ def random_fbank_perturb(
         centres = mel_centres_hz.to(torch.float64).cpu()
         mel = 1127.0 * torch.log1p(centres / 700.0)
         src_mel = 1127.0 * torch.log1p(centres[None, :] / rate / 700.0)  # (b, M)
-        # Fractional band index by linear interpolation on the (equally spaced in mel) centres.
         if m > 1:  # fractional band index: piecewise linear in mel between the centres
             hi = torch.searchsorted(mel, src_mel).clamp(1, m - 1)
             lo_mel, hi_mel = mel[hi - 1], mel[hi]

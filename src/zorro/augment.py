@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from zorro.audio import _LOG_FLOOR, _hz_to_mel
+
 __all__ = [
     "ClipAugment", "random_translate", "random_zoom", "random_affine_intensity", "random_illumination", "random_time_reverse",
     "random_time_shift", "random_speed", "random_fbank_perturb", "fbank_noise_floor", "fbank_noise_dof",
@@ -340,8 +342,8 @@ def random_fbank_perturb(
         centre = (t - 1) / 2.0
         src_t = (frames - centre) * rate + centre  # (b, T) source frame
         centres = mel_centres_hz.to(torch.float64).cpu()
-        mel = 1127.0 * torch.log1p(centres / 700.0)
-        src_mel = 1127.0 * torch.log1p(centres[None, :] / rate / 700.0)  # (b, M)
+        mel = _hz_to_mel(centres)
+        src_mel = _hz_to_mel(centres[None, :] / rate)  # (b, M)
         if m > 1:  # fractional band index: piecewise linear in mel between the centres
             hi = torch.searchsorted(mel, src_mel).clamp(1, m - 1)
             lo_mel, hi_mel = mel[hi - 1], mel[hi]
@@ -357,7 +359,7 @@ def random_fbank_perturb(
         grid[..., 1] = gy.to(device=device, dtype=power.dtype)[:, :, None]
         power = torch.nn.functional.grid_sample(power[:, None], grid, mode=interpolation, padding_mode="zeros", align_corners=True)[:, 0]
         if interpolation == "bicubic":
-            power = power.clamp_min_(0.0)  # cubic overshoot below zero power
+            power = power.clamp_min(0.0)  # cubic overshoot below zero power
     scale = torch.empty(b, 1, 1, dtype=torch.float32).uniform_(g_lo, g_hi).square()  # (b, 1, 1) power gain
     if tilt > 0:
         slope = torch.empty(b, 1, 1, dtype=torch.float32).uniform_(-tilt, tilt)
@@ -377,15 +379,10 @@ def random_fbank_perturb(
             mu = (torch.special.digamma(k) - k.log()).to(power.dtype)[None, :, None]  # (1, M, 1)
             sigma = torch.special.polygamma(1, k).sqrt().to(power.dtype)[None, :, None]
             noise = floor * torch.exp(torch.randn(b, m, t, dtype=power.dtype, device=device) * sigma + mu)
-    if power.requires_grad:  # keep autograd's saved tensors intact
-        power = power * scale
-        if noise is not None:
-            power = power + noise
-        return power.clamp_min(_LOG_FLOOR).log().to(features.dtype)
-    power.mul_(scale)  # in place: power is a fresh tensor here (exp() or grid_sample's output)
+    power = power * scale
     if noise is not None:
-        power.add_(noise)
-    return power.clamp_min_(_LOG_FLOOR).log_().to(features.dtype)
+        power = power + noise
+    return power.clamp_min(_LOG_FLOOR).log().to(features.dtype)
 
 
 def fbank_noise_dof(frontend: Any) -> torch.Tensor:
@@ -408,8 +405,6 @@ def fbank_noise_dof(frontend: Any) -> torch.Tensor:
     enbw = len(win) * win.square().sum() / win.sum().square()  # in bins of the window length
     return (w.sum(1).square() / w.square().sum(1).clamp_min(1e-30) / enbw).clamp_min(1.0).float()
 
-
-_LOG_FLOOR = float(torch.finfo(torch.float32).eps)  # the fbank front-end's floor before the log
 
 AUDIO_DOMAINS = ("waveform", "fbank")
 
@@ -546,7 +541,9 @@ class ClipAugment:
         """
         if getattr(frontend, "kind", None) != "fbank":
             raise ValueError(f"ClipAugment.fbank needs the model's fbank front-end, got {getattr(frontend, 'kind', frontend)!r}")
-        key = (id(frontend), frontend.num_freq_bins, frontend.sample_rate, float(self.noise_std))
+        # What the floor depends on: the analysis geometry, the device, the noise level.
+        key = (frontend.sample_rate, frontend.num_mel_bins, frontend.frame_length, frontend.frame_shift,
+               str(frontend.window.device), float(self.noise_std))
         if key not in self._noise_floors:
             floor = fbank_noise_floor(frontend, self.noise_std) if self.noise_std > 0 else None
             self._noise_floors[key] = (floor, None if floor is None else fbank_noise_dof(frontend))

@@ -239,6 +239,8 @@ def test_cached_features_feed_training_with_the_same_losses():
     assert batch["audio_features"].shape == (8, 32, 23)
     groups = list(split_by_modality(batch))
     assert groups[-1]["audio"] is None and groups[-1]["audio_features"] is None  # the video-only group
+    with pytest.raises(TypeError, match="AudioFrontend"):
+        cached.add_audio_features(model)  # the model, not its front-end
     plain = collate_clips([toy[i] for i in range(8)])
     assert plain["audio_features"] is None
     objective = SupervisedObjective(ZorroClassifier(model, 4), multi_label=False, label_smoothing=0.0, mixup_alpha=0.0).train()

@@ -238,6 +238,8 @@ class CachedClips(Dataset):
         ``ClipAugment(audio_domain="fbank")``, augment these features instead of the
         waveform). About 0.1 MB per one-second clip at 64 mel bins.
         """
+        if not isinstance(frontend, AudioFrontend):
+            raise TypeError(f"add_audio_features needs a zorro.audio.AudioFrontend (e.g. model.audio_frontend), got {type(frontend).__name__}")
         key = audio_features_key(frontend)
         if key == self.audio_features_key:
             return

@@ -291,6 +291,16 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
 # ---------------------------------------------------------------------------- objectives
 
 
+def _features_or_analyse(features: torch.Tensor | None, audio: torch.Tensor, frontend: AudioFrontend) -> torch.Tensor:
+    """The batch's cached front-end features ``(b, F, T)`` when it carries them, else the
+    front-end's analysis of ``audio`` ``(b, samples)`` (without gradients: the front-end has
+    no trainable parameters before normalisation)."""
+    if features is not None:
+        return features
+    with torch.no_grad():
+        return frontend.features(audio)
+
+
 class SupervisedObjective(nn.Module):
     """Classifier heads on every output, losses summed over heads (see
     :func:`zorro.losses.classification_loss`), examples grouped by available modalities.
@@ -328,9 +338,8 @@ class SupervisedObjective(nn.Module):
         for group in split_by_modality(dict(batch)):
             audio, video, target = group["audio"], group["video"], group["label"]
             feats = group.get("audio_features") if self.training and self.uses_audio_features else None
-            if audio is not None and fbank_domain and self.training and feats is None:
-                with torch.no_grad():
-                    feats = frontend.features(audio)
+            if audio is not None and fbank_domain and self.training:
+                feats = _features_or_analyse(feats, audio, frontend)
             if feats is not None:
                 audio = None
             if self.training and self.augment is not None:
@@ -413,9 +422,7 @@ class ContrastiveObjective(nn.Module):
         else:
             b = audio.shape[0]
             if self.augment.audio_domain == "fbank":
-                if feats is None:
-                    with torch.no_grad():
-                        feats = frontend.features(audio)  # (b, F, T), once for both views
+                feats = _features_or_analyse(feats, audio, frontend)  # once for both views
                 views_f = torch.cat([self.augment.fbank(feats, frontend), self.augment.fbank(feats, frontend)])
                 views_a = None
             else:

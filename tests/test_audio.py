@@ -422,3 +422,13 @@ def test_feature_stats_of_cached_features_equal_the_waveform_stats():
         feature_stats([torch.zeros(3, 4, dtype=torch.long)])
     with pytest.raises(ValueError, match="at least one clip"):
         feature_stats([])
+
+
+def test_analysis_key_tracks_geometry_not_normalisation():
+    base = AudioFrontend("fbank", num_mel_bins=32)
+    assert base.analysis_key() == AudioFrontend("fbank", num_mel_bins=32, mean=-4.0, std=3.0, spec_aug_freq_mask=4).analysis_key()
+    assert base.analysis_key() != AudioFrontend("fbank", num_mel_bins=32, frame_shift=20.0).analysis_key()
+    assert base.analysis_key() != AudioFrontend("fbank", num_mel_bins=40).analysis_key()
+    spec = AudioFrontend("spectrogram", n_fft=128)
+    assert spec.analysis_key() != AudioFrontend("spectrogram", n_fft=256).analysis_key()
+    assert spec.analysis_key() != base.analysis_key()

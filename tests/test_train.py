@@ -225,13 +225,13 @@ def test_trainer_resolves_auto_precision_without_changing_the_callers_config(tmp
 def test_cached_features_feed_training_with_the_same_losses():
     from zorro.data import collate_clips, split_by_modality
     from zorro.tasks import ZorroClassifier
-    from zorro.train import CachedClips, SupervisedObjective, audio_features_key
+    from zorro.train import CachedClips, SupervisedObjective
 
     toy = ToyAV(n=12, missing_audio_every=4)
     cached = CachedClips(toy)
     model = Zorro(**TINY_MODEL)
     cached.add_audio_features(model.audio_frontend)
-    assert cached.audio_features_key == audio_features_key(model.audio_frontend)
+    assert cached.audio_features_key == model.audio_frontend.analysis_key()
     with_audio = [it for it in cached.items if it["audio"] is not None]
     assert all(torch.equal(it["audio_features"], model.audio_frontend.features(it["audio"][None])[0]) for it in with_audio)
     assert all("audio_features" not in it for it in cached.items if it["audio"] is None)

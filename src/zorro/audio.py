@@ -605,6 +605,16 @@ class AudioFrontend(nn.Module):
             f"stretch={self.spec_aug_stretch_factor})"
         )
 
+    def analysis_key(self) -> tuple:
+        """What identifies the raw features :meth:`features` computes: the kind and the
+        analysis geometry (rate in Hz, window and hop, bands). Normalisation and SpecAugment,
+        applied later by :meth:`postprocess`, are not part of it, so two front-ends with equal
+        keys give the same features and a cache of them can be shared."""
+        if self.kind == "fbank":
+            return ("fbank", self.sample_rate, self.num_mel_bins, self.frame_length, self.frame_shift)
+        return ("spectrogram", self.sample_rate, self.n_fft, self.win_length, self.hop_length, self.power,
+                self.pad, self.center, self.pad_mode)
+
     def num_frames(self, num_samples: int) -> int:
         """Output width (frames) for a waveform of ``num_samples`` samples; <= 0 means too short."""
         if self.kind == "spectrogram":

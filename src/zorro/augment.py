@@ -542,8 +542,7 @@ class ClipAugment:
         if getattr(frontend, "kind", None) != "fbank":
             raise ValueError(f"ClipAugment.fbank needs the model's fbank front-end, got {getattr(frontend, 'kind', frontend)!r}")
         # What the floor depends on: the analysis geometry, the device, the noise level.
-        key = (frontend.sample_rate, frontend.num_mel_bins, frontend.frame_length, frontend.frame_shift,
-               str(frontend.window.device), float(self.noise_std))
+        key = (frontend.analysis_key(), str(frontend.window.device), float(self.noise_std))
         if key not in self._noise_floors:
             floor = fbank_noise_floor(frontend, self.noise_std) if self.noise_std > 0 else None
             self._noise_floors[key] = (floor, None if floor is None else fbank_noise_dof(frontend))

@@ -240,7 +240,7 @@ class CachedClips(Dataset):
         """
         if not isinstance(frontend, AudioFrontend):
             raise TypeError(f"add_audio_features needs a zorro.audio.AudioFrontend (e.g. model.audio_frontend), got {type(frontend).__name__}")
-        key = audio_features_key(frontend)
+        key = frontend.analysis_key()
         if key == self.audio_features_key:
             return
         t0 = time.perf_counter()
@@ -257,15 +257,6 @@ class CachedClips(Dataset):
                     it["audio_features"] = f
         self.audio_features_key = key
         logger.info("front-end features of %d clips computed in %.1f s", len(with_audio), time.perf_counter() - t0)
-
-
-def audio_features_key(frontend: AudioFrontend) -> tuple:
-    """What identifies the raw features an :class:`~zorro.audio.AudioFrontend` computes
-    (kind and analysis geometry; normalisation and SpecAugment are applied later)."""
-    if frontend.kind == "fbank":
-        return ("fbank", frontend.sample_rate, frontend.num_mel_bins, frontend.frame_length, frontend.frame_shift)
-    return ("spectrogram", frontend.sample_rate, frontend.n_fft, frontend.win_length, frontend.hop_length, frontend.power,
-            frontend.pad, frontend.center, frontend.pad_mode)
 
 
 def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelVocab | None) -> ClipDataset:

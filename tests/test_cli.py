@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,17 @@ def test_demo_smoke_run(tmp_path, capsys):
     assert (tmp_path / "demo" / "finetune" / "model" / "config.json").exists()
     assert (tmp_path / "demo" / "confusion.png").exists() and (tmp_path / "demo" / "pretrain" / "loss.png").exists()
     assert "audio_only" in capsys.readouterr().out
+
+
+def test_demo_feature_cache_follows_model_frontend(tmp_path, caplog):
+    # The demo caches front-end features (and takes the normalisation statistics from them)
+    # with a front-end built from the model settings; a non-default analysis geometry must
+    # still be computed once, not once by the recipe and again by a trainer whose model
+    # front-end differs from the recipe's.
+    from zorro.recipes.avdigits_demo import run_demo
+
+    caplog.set_level(logging.INFO, logger="zorro.train")
+    run_demo(out_dir=tmp_path / "demo", data_dir=tmp_path / "data", quick=True,
+             config_overrides={"model": {"fbank_frame_shift": 20.0, "fbank_num_mel_bins": 32}})
+    computed = [r for r in caplog.records if "front-end features of" in r.getMessage()]
+    assert len(computed) == 1, [r.getMessage() for r in computed]

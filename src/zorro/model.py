@@ -193,6 +193,35 @@ class Block(nn.Module):
         return self.ff(x) + x
 
 
+def build_audio_frontend(config: ZorroConfig) -> AudioFrontend:
+    """The :class:`~zorro.audio.AudioFrontend` a :class:`Zorro` with ``config`` uses: kind,
+    analysis geometry (``sample_rate`` Hz, ``spec_*`` / ``fbank_*``), normalisation and
+    SpecAugment settings. Its ``features(waveform (b, samples)) -> (b, F, T)`` are the raw
+    features that :meth:`Zorro.prepare_audio_features` and ``encode(audio_features=...)``
+    take, so callers can cache them (or compute normalisation statistics) before a model
+    exists."""
+    c = config
+    return AudioFrontend(
+        c.audio_frontend,
+        sample_rate=c.sample_rate,
+        n_fft=c.spec_n_fft,
+        win_length=c.spec_win_length,
+        hop_length=c.spec_hop_length,
+        power=c.spec_power,
+        pad=c.spec_pad,
+        center=c.spec_center,
+        pad_mode=c.spec_pad_mode,
+        num_mel_bins=c.fbank_num_mel_bins,
+        frame_length=c.fbank_frame_length,
+        frame_shift=c.fbank_frame_shift,
+        mean=c.audio_mean,
+        std=c.audio_std,
+        spec_aug_freq_mask=c.spec_aug_freq_mask,
+        spec_aug_time_mask=c.spec_aug_time_mask,
+        spec_aug_stretch_factor=c.spec_aug_stretch_factor,
+    )
+
+
 class Zorro(nn.Module):
     """Zorro, the masked multimodal transformer (Recasens et al., 2023).
 
@@ -230,25 +259,7 @@ class Zorro(nn.Module):
         self.return_token_types = c.return_token_types
         self.max_return_tokens = len(c.return_token_types)
 
-        self.audio_frontend = AudioFrontend(
-            c.audio_frontend,
-            sample_rate=c.sample_rate,
-            n_fft=c.spec_n_fft,
-            win_length=c.spec_win_length,
-            hop_length=c.spec_hop_length,
-            power=c.spec_power,
-            pad=c.spec_pad,
-            center=c.spec_center,
-            pad_mode=c.spec_pad_mode,
-            num_mel_bins=c.fbank_num_mel_bins,
-            frame_length=c.fbank_frame_length,
-            frame_shift=c.fbank_frame_shift,
-            mean=c.audio_mean,
-            std=c.audio_std,
-            spec_aug_freq_mask=c.spec_aug_freq_mask,
-            spec_aug_time_mask=c.spec_aug_time_mask,
-            spec_aug_stretch_factor=c.spec_aug_stretch_factor,
-        )
+        self.audio_frontend = build_audio_frontend(c)
         if self.audio_frontend.num_freq_bins < self.audio_patch_size[0]:
             raise ValueError(
                 f"the audio front-end gives {self.audio_frontend.num_freq_bins} frequency bins, fewer than the "

@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-from zorro.audio import AudioFrontend, feature_stats
+from zorro.audio import feature_stats
 from torch.utils.data import DataLoader, Subset
 
 from zorro.data import ClipDataset, collate_clips, read_manifest
 from zorro.evaluate import centroid_probe
+from zorro.model import ZorroConfig, build_audio_frontend
 from zorro.demo import build_avdigits
 from zorro.train import CachedClips, Trainer, TrainConfig
 
@@ -127,9 +128,11 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
     t = time.perf_counter()
     logger.info("step 2/4: decoding every clip through the media pipeline")
     train_set, test_set, vocab = _datasets(data_dir, s)
-    # The model's fbank features of every training clip, once: the normalisation statistics
-    # come from them, and both trainers read them instead of re-analysing the audio each step.
-    frontend = AudioFrontend("fbank", num_mel_bins=s["model"].get("fbank_num_mel_bins", 128))
+    # The model's front-end features of every training clip, once: the normalisation
+    # statistics come from them, and both trainers read them instead of re-analysing the
+    # audio each step (the front-end is built from the model settings, so the trainers'
+    # own front-ends match it and reuse the cache).
+    frontend = build_audio_frontend(ZorroConfig(**s["model"]))
     train_set.add_audio_features(frontend)
     mean, std = feature_stats(item["audio_features"] for item in train_set.items if item.get("audio_features") is not None)
     model_kwargs = {**s["model"], "audio_mean": mean, "audio_std": std}

@@ -16,7 +16,7 @@ import torch
 
 from zorro import Zorro
 from zorro.layers.attention import AttentionPlan
-from zorro.layers.feedforward import FeedForward, geglu
+from zorro.layers.feedforward import FeedForward, geglu, geglu_project
 from zorro.masks import SELF_ATTENTION_RULE, TokenLayout, dense_mask
 
 LAYOUTS = [(7, 3, 11), (0, 2, 9), (5, 2, 0), (6, 0, 8), (1, 1, 1)]
@@ -144,6 +144,45 @@ def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
     assert (106, 40) in saved or (212, 40) in saved  # the parameters themselves are what is kept
 
 
+@pytest.mark.parametrize("dim", [40, 24])  # inner 106 (padded to 112) and 64 (no padding)
+def test_feedforward_keeps_the_geglu_product_out_of_backward(dim):
+    ff = FeedForward(dim)
+    width = ff.inner + (-ff.inner) % 16
+    x = torch.randn(2, 5, dim, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ff(x)
+    # value and gate are kept for the GEGLU gradient; their product is recomputed in
+    # backward (a third (2, 5, width) tensor is one more activation per layer in training)
+    assert saved.count((2, 5, width)) == 2, saved
+
+
+@pytest.mark.parametrize("pad", [(0, 0, 0, 0), (0, 3, 0, 0), (0, 3, 0, 2)])
+def test_geglu_project_matches_plain_expression_and_gradcheck(pad):
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    inner, out = 5, 4
+    value = torch.randn(2, 3, inner + pad[1], dtype=torch.float64, generator=g).requires_grad_()
+    gate = torch.randn(2, 3, inner + pad[1], dtype=torch.float64, generator=g).requires_grad_()
+    weight = torch.randn(out, inner, dtype=torch.float64, generator=g).requires_grad_()
+    got = geglu_project(value, gate, weight, pad)
+    want = F.linear(value * F.gelu(gate), F.pad(weight, pad))
+    assert got.shape == (2, 3, out + pad[3])
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), (value, gate, weight)),
+                    torch.autograd.grad(want.square().sum(), (value, gate, weight))):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda v, t, w: geglu_project(v, t, w, pad), (value, gate, weight))
+    with torch.no_grad():
+        torch.testing.assert_close(geglu_project(value, gate, weight, pad), want.detach(), atol=1e-12, rtol=1e-12)
+
+
 def test_feedforward_padding_under_bf16_autocast_matches_plain_autograd():
     import torch.nn.functional as F
 
@@ -204,3 +243,24 @@ def test_benchmark_main_layout_is_the_issue_configuration():
     assert (lay["n_a"], lay["n_f"], lay["n_v"], lay["n"]) == (664, 16, 1568, 2248)
     fl = bm.forward_flops(lay["n_a"], lay["n_f"], lay["n_v"], batch=2, dim=512, depth=4, heads=8, dim_head=64)
     assert 160e9 < fl["total"] < 175e9  # the issue quotes ~166 GFLOP (linear + allowed blocks)
+
+
+def test_benchmark_profile_mode_runs_after_the_bf16_probe(monkeypatch, tmp_path):
+    """``bench_model.py --profile`` without ``--precisions`` used to crash (it iterated over
+    the precisions before the bf16 probe had chosen them)."""
+    bm = _bench_module()
+    calls = []
+
+    def fake_child(task, timeout):
+        calls.append(task)
+        if task["kind"] == "peak":
+            return {"status": "ok", "fp32": 0.1, "bf16": 0.001}  # emulated bf16: the probe drops it
+        return {"status": "ok", "wall_s": 1.0, "categories_s": {"linear layers": 0.6, "attention": 0.4},
+                "top_ops_s": {"aten::mm": 0.6}}
+
+    monkeypatch.setattr(bm, "run_child", fake_child)
+    assert bm.main(["--profile", "--out", str(tmp_path / "b.json")]) == 0
+    profiled = [t for t in calls if t["kind"] == "profile"]
+    assert {t["precision"] for t in profiled} == {"fp32"}
+    assert {(t["model"], t["mode"]) for t in profiled} == {(m, d) for m in ("ours", "dense") for d in ("forward", "train")}
+    assert (tmp_path / "b_profile.json").exists()

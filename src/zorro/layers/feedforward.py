@@ -71,6 +71,49 @@ class _PaddedLinear(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
+class _GegluProject(torch.autograd.Function):
+    """``value * gelu(gate) @ pad(weight).T`` saving ``value``, ``gate`` and the unpadded
+    ``weight`` -- not the GEGLU product.
+
+    The output projection's weight gradient needs its input, the product, which autograd
+    (or :class:`_PaddedLinear`) would keep as one more ``(b, n, inner)`` tensor per layer.
+    ``value`` and ``gate`` are kept for the GEGLU backward anyway, so backward recomputes the
+    product from them (one GELU and one multiply, elementwise). Same arithmetic as
+    :func:`geglu_pair` followed by :func:`padded_linear`; backward runs in the gradient's
+    dtype (bf16 under autocast) and returns each gradient in its input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,  # noqa: D102
+                pad: tuple[int, int, int, int]) -> torch.Tensor:
+        ctx.save_for_backward(value, gate, weight)
+        ctx.pad = pad
+        hidden = F.gelu(gate).mul_(value)
+        return F.linear(hidden, F.pad(weight, pad) if any(pad) else weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        value, gate, weight = ctx.saved_tensors
+        dtype = grad.dtype
+        act = F.gelu(gate)
+        grad_w = None
+        if ctx.needs_input_grad[2]:
+            hidden = (act * value).to(dtype)
+            full = grad.reshape(-1, grad.shape[-1]).t() @ hidden.reshape(-1, hidden.shape[-1])  # (out + pad, in + pad)
+            del hidden
+            grad_w = full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
+        grad_value = grad_gate = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            w = F.pad(weight, ctx.pad) if any(ctx.pad) else weight
+            grad_hidden = grad @ w.to(dtype)  # (..., inner + pad)
+            if ctx.needs_input_grad[0]:
+                grad_value = (grad_hidden * act).to(value.dtype)
+            del act
+            if ctx.needs_input_grad[1]:
+                grad_gate = torch.ops.aten.gelu_backward(grad_hidden.mul_(value), gate).to(gate.dtype)
+        return grad_value, grad_gate, grad_w, None
+
+
 def padded_linear(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """``F.linear(x, F.pad(weight, pad))``: ``x (..., in + pad_in)``, ``weight (out, in)``,
     ``pad = (0, pad_in, 0, pad_out)`` -> ``(..., out + pad_out)``; the padded weight copy is
@@ -78,6 +121,21 @@ def padded_linear(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, in
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _PaddedLinear.apply(x, weight, pad)
     return F.linear(x, F.pad(weight, pad))
+
+
+def geglu_project(value: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
+                  pad: tuple[int, int, int, int] = (0, 0, 0, 0)) -> torch.Tensor:
+    """``F.linear(value * gelu(gate), F.pad(weight, pad))``: the GEGLU product of two
+    ``(..., inner + pad_in)`` tensors projected by ``weight (out, inner)`` padded with
+    ``pad = (0, pad_in, 0, pad_out)`` -> ``(..., out + pad_out)``.
+
+    In training the product is not kept for backward (it is recomputed from ``value`` and
+    ``gate``, which the GEGLU gradient keeps anyway): one ``(..., inner)`` tensor less per
+    feed-forward layer, for one extra elementwise GELU and multiply in backward.
+    """
+    if torch.is_grad_enabled() and (value.requires_grad or gate.requires_grad or weight.requires_grad):
+        return _GegluProject.apply(value, gate, weight, pad)
+    return F.linear(F.gelu(gate).mul_(value), F.pad(weight, pad) if any(pad) else weight)
 
 
 def geglu(h: torch.Tensor) -> torch.Tensor:
@@ -126,9 +184,10 @@ class FeedForward(nn.Module):
         x = self.norm(x)
         pad = (-self.inner) % PAD_MULTIPLE
         if pad == 0:
-            return self.proj_out(geglu(self.proj_in(x)))  # GEGLU: (b, n, 2 inner) -> (b, n, inner)
+            value, gate = self.proj_in(x).chunk(2, dim=-1)  # (b, n, inner) each
+            return geglu_project(value, gate, self.proj_out.weight)
         w_value, w_gate = self.proj_in.weight.split(self.inner)  # (inner, dim) each
         value = padded_linear(x, w_value, (0, 0, 0, pad))  # (b, n, inner + pad), last pad features 0
         gate = padded_linear(x, w_gate, (0, 0, 0, pad))
-        hidden = geglu_pair(value, gate)  # (b, n, inner + pad), last pad features 0 * gelu(0) = 0
-        return padded_linear(hidden, self.proj_out.weight, (0, pad, 0, 0))  # zero columns meet them
+        # GEGLU's last pad features are 0 * gelu(0) = 0 and meet the zero columns of the padded projection
+        return geglu_project(value, gate, self.proj_out.weight, (0, pad, 0, 0))

@@ -186,15 +186,16 @@ def _build(n_nominal: int, which: tuple[str, ...], seed: int = 0):
     models = {}
     if "dense" in which:
         models["dense"] = dense
+    kw = {k: v for k, v in MODEL_KW.items() if k not in ("dim", "depth", "num_fusion_tokens")}
     if "ours" in which or "ours+compile" in which:
-        kw = {k: v for k, v in MODEL_KW.items() if k not in ("dim", "depth", "num_fusion_tokens")}
         ours = Zorro.from_zorro_pytorch(dense.state_dict(), **kw)
-        if "dense" not in which:
-            del dense  # a memory child of ours must not hold the dense weights too
         if "ours" in which:
             models["ours"] = ours
         if "ours+compile" in which:
             models["ours+compile"] = torch.compile(ours, fullgraph=True)
+    if "ours+ckpt" in which:  # its own copy of the weights: its gradients must not meet ours'
+        models["ours+ckpt"] = Zorro.from_zorro_pytorch(dense.state_dict(), **kw).set_grad_checkpointing(True)
+    del dense  # a memory child of ours must not hold the dense weights too (models keeps it when timed)
     g = torch.Generator().manual_seed(seed + 1)
     audio = torch.randn(BATCH, lay["samples"], generator=g) * 0.1
     video = torch.randn(BATCH, 3, lay["frames"], VIDEO_HW, VIDEO_HW, generator=g)
@@ -592,6 +593,10 @@ def print_table(rows: list[dict[str, Any]], peak: dict[str, float]) -> None:
         if "ours+compile" in r["models"]:
             c = r["models"]["ours+compile"]
             notes.append(f"ours+compile {_fmt(c.get('median_s'))} s ({_fmt(c.get('speedup_vs_dense'), '.2f')}x, MFU {_fmt(c.get('mfu'), '.1%')})")
+        if "ours+ckpt" in r["models"]:
+            c = r["models"]["ours+ckpt"]
+            notes.append(f"ours+ckpt {_fmt(c.get('median_s'))} s ({_fmt(c.get('speedup_vs_dense'), '.2f')}x), "
+                         f"{_fmt(c.get('peak_mib'), '.0f')} MiB ({_fmt(c.get('memory_ratio_vs_dense'), '.3f')} of dense)")
         print(line + ("   " + "; ".join(notes) if notes else ""))
 
 
@@ -732,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", choices=["none", "forward", "all"], default="forward",
                     help="also time torch.compile(ours) at the main n: forward only (default), forward+train, or not at all")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-measurement peak-memory subprocesses")
+    ap.add_argument("--no-checkpointing", action="store_true",
+                    help="do not time ours with activation checkpointing (ours+ckpt) at the main n in training")
     ap.add_argument("--mem-cap-gib", type=float, default=None, help="memory cap of a child (default: min(24, available - 1.5))")
     ap.add_argument("--demo-config", default=None, help="demo configuration: JSON object, JSON file or k=v,...; 'none' to skip")
     ap.add_argument("--profile", action="store_true",
@@ -799,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
                     timed.insert(0, "dense")
                 if nominal == MAIN_N and (args.compile == "all" or (args.compile == "forward" and mode == "forward")):
                     timed.append("ours+compile")
+                if nominal == MAIN_N and mode == "train" and not args.no_checkpointing:
+                    timed.append("ours+ckpt")
                 t0 = time.time()
                 res = run_child({"kind": "time", "n": nominal, "precision": prec, "mode": mode, "models": timed,
                                  "warmup": args.warmup, "repeats": repeats}, args.timeout)
@@ -818,9 +827,9 @@ def main(argv: list[str] | None = None) -> int:
                            else f"not timed above n={args.dense_max_n} (--dense-max-n)")
                     row["models"].setdefault("dense", {})["note"] = why
                 if not args.no_memory:
-                    for name in ("dense", "ours"):
+                    for name in ("dense", "ours") + (("ours+ckpt",) if "ours+ckpt" in timed else ()):
                         m = row["models"].setdefault(name, {})
-                        pred = predict_peak_gib(name, lay["n"], prec, mode)
+                        pred = predict_peak_gib("dense" if name == "dense" else "ours", lay["n"], prec, mode)
                         m["predicted_peak_gib"] = pred
                         if pred > cap_gib:
                             m["mem_status"] = "not runnable"
@@ -841,9 +850,12 @@ def main(argv: list[str] | None = None) -> int:
                     row["speedup_cpu_time"] = d["median_cpu_s"] / o["median_cpu_s"]
                 if d.get("peak_mib") and o.get("peak_mib"):
                     row["memory_ratio"] = o["peak_mib"] / d["peak_mib"]
-                c = row["models"].get("ours+compile")
-                if c and c.get("median_s") and d.get("median_s"):
-                    c["speedup_vs_dense"] = d["median_s"] / c["median_s"]
+                for variant in ("ours+compile", "ours+ckpt"):
+                    c = row["models"].get(variant)
+                    if c and c.get("median_s") and d.get("median_s"):
+                        c["speedup_vs_dense"] = d["median_s"] / c["median_s"]
+                    if c and c.get("peak_mib") and d.get("peak_mib"):
+                        c["memory_ratio_vs_dense"] = c["peak_mib"] / d["peak_mib"]
                 print(f"n={lay['n']:>5} {mode:>7} {prec}: " + ", ".join(
                     f"{k} {_fmt(v.get('median_s'))} s" + (f" {v['peak_mib']:.0f} MiB" if v.get("peak_mib") else "")
                     for k, v in row["models"].items()) + f"  [{time.time() - t0:.0f} s]", flush=True)

@@ -264,3 +264,49 @@ def test_benchmark_profile_mode_runs_after_the_bf16_probe(monkeypatch, tmp_path)
     assert {t["precision"] for t in profiled} == {"fp32"}
     assert {(t["model"], t["mode"]) for t in profiled} == {(m, d) for m in ("ours", "dense") for d in ("forward", "train")}
     assert (tmp_path / "b_profile.json").exists()
+
+
+def _small_model(**kw):
+    torch.manual_seed(0)
+    return Zorro(dim=32, depth=3, heads=2, dim_head=16, num_fusion_tokens=3, spec_aug_freq_mask=0,
+                 spec_aug_time_mask=0, spec_aug_stretch_factor=1.0, **kw)
+
+
+def test_grad_checkpointing_keeps_outputs_and_gradients_and_saves_memory():
+    model = _small_model().train()
+    a, v = torch.randn(2, 8000), torch.randn(2, 3, 4, 32, 32)
+
+    def run():
+        saved = []
+        def pack(t):  # count activations (batch-first, 3+ dims), not the weights kept by linear layers
+            if t.dim() >= 3 and t.shape[0] == 2:
+                saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(audio=a, video=v)
+        grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        return out.detach(), grads, sum(saved)
+
+    out_plain, grads_plain, saved_plain = run()
+    assert model.set_grad_checkpointing(True) is model and model.grad_checkpointing
+    out_ckpt, grads_ckpt, saved_ckpt = run()
+    torch.testing.assert_close(out_ckpt, out_plain, atol=0, rtol=0)
+    for g1, g2 in zip(grads_ckpt, grads_plain):
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+    assert saved_ckpt < 0.5 * saved_plain, (saved_ckpt, saved_plain)
+    with torch.no_grad():  # evaluation ignores the setting
+        torch.testing.assert_close(model.eval()(audio=a, video=v), out_plain, atol=0, rtol=0)
+    with pytest.raises(TypeError, match="True or False"):
+        model.set_grad_checkpointing("yes")
+    assert "grad_checkpointing" not in model.config.to_dict()  # a run-time setting, not saved
+
+
+def test_train_config_grad_checkpointing_reaches_the_backbone():
+    from zorro.train import TrainConfig, build_backbone
+
+    cfg = TrainConfig(task="pretrain", model={"dim": 32, "depth": 1, "dim_head": 16, "heads": 2}, grad_checkpointing=True)
+    assert build_backbone(cfg).grad_checkpointing
+    assert not build_backbone(TrainConfig(task="pretrain", model={"dim": 32, "depth": 1, "dim_head": 16, "heads": 2})).grad_checkpointing
+    with pytest.raises(TypeError, match="grad_checkpointing"):
+        TrainConfig(task="pretrain", grad_checkpointing="yes")

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from zorro.audio import AudioFrontend
 from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
@@ -273,6 +274,7 @@ class Zorro(nn.Module):
         self.return_tokens = nn.Parameter(torch.empty(self.max_return_tokens, c.dim))
         self.attn_pool = AttentionPool(c.dim, dim_head=c.dim_head, heads=c.heads)
         self._warned_crop = False
+        self._grad_checkpointing = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -379,6 +381,27 @@ class Zorro(nn.Module):
         The backends compute the same function; only speed and memory differ.
         """
         self.config.attn_backend = check_backend(name)
+        return self
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether training forwards recompute each layer's activations in backward."""
+        return self._grad_checkpointing
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> "Zorro":
+        """Turn activation (gradient) checkpointing of the transformer layers on or off; returns self.
+
+        When on, a forward pass in training mode with gradients enabled keeps only each
+        layer's input ``(b, n, D)`` and recomputes the layer's activations during backward
+        (:func:`torch.utils.checkpoint.checkpoint`, non-reentrant): activation memory of the
+        layers falls from ~13 ``(b, n, D)``-sized tensors per layer to about one, for one more
+        forward pass of the layers in backward. The layers have no dropout, so the result
+        and its gradients are unchanged. It is a run-time setting, not part of the
+        configuration (not saved with the weights); evaluation and ``no_grad`` ignore it.
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"set_grad_checkpointing takes True or False, got {enabled!r}")
+        self._grad_checkpointing = enabled
         return self
 
     # ------------------------------------------------------------------ input checks
@@ -528,8 +551,9 @@ class Zorro(nn.Module):
         )
         x = torch.cat(parts, dim=1)  # (b, n, D) packed [audio | fusion | video]
         plan = AttentionPlan(layout, self.config.attn_backend, x.device)
+        recompute = self._grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, plan)
+            x = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
         return ZorroFeatures(self.norm(x), layout, audio_grid, video_grid)
 
     def select_return_tokens(

@@ -88,6 +88,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per optimiser step
     precision: str = "auto"  # "bf16" autocast, "fp32", or "auto" (bf16 where the hardware runs it natively)
     compile: bool = False  # torch.compile the backbone
+    grad_checkpointing: bool = False  # recompute each layer's activations in backward (less memory, ~1/3 more compute)
     # objectives
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0  # 0 = off
@@ -126,8 +127,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.duration <= 0:
             raise ValueError(f"lr and duration must be > 0, got lr={self.lr}, duration={self.duration}")
-        if not isinstance(self.cross_view, bool):
-            raise TypeError(f"cross_view must be true or false, got {self.cross_view!r}")
+        for name in ("cross_view", "grad_checkpointing", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.augment, Mapping):
             raise TypeError(f"augment must be a mapping of ClipAugment options, got {self.augment!r}")
         build_augment(self.augment)  # unknown or bad options fail here, not at the first batch
@@ -479,13 +481,16 @@ def seed_everything(seed: int) -> None:
 
 
 def build_backbone(cfg: TrainConfig) -> Zorro:
-    """The Zorro backbone: from ``cfg.init_from`` when given, else new from ``cfg.model``."""
+    """The Zorro backbone: from ``cfg.init_from`` when given, else new from ``cfg.model``;
+    with activation checkpointing when ``cfg.grad_checkpointing``."""
     if cfg.init_from:
         src = Path(cfg.init_from)
         folder = src / "model" if (src / "model" / "config.json").exists() else src
         logger.info("initialising the backbone from %s", folder)
-        return Zorro.from_pretrained(str(folder))
-    return Zorro(**cfg.model)
+        model = Zorro.from_pretrained(str(folder))
+    else:
+        model = Zorro(**cfg.model)
+    return model.set_grad_checkpointing(cfg.grad_checkpointing)
 
 
 def build_augment(options: Mapping[str, Any]) -> ClipAugment:

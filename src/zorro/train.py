@@ -316,22 +316,25 @@ class SupervisedObjective(nn.Module):
         self.augment = augment
 
     @property
+    def fbank_domain(self) -> bool:
+        """Whether training augments (and mixes up) the audio as front-end features."""
+        return self.augment is not None and self.augment.audio_domain == "fbank"
+
+    @property
     def uses_audio_features(self) -> bool:
         """Whether training batches are better fed as front-end features than waveforms: no
         waveform-domain augmentation or mixup is asked for (the result is then the same)."""
-        fbank_domain = self.augment is not None and self.augment.audio_domain == "fbank"
-        return fbank_domain or (self.augment is None and self.mixup_alpha == 0)
+        return self.fbank_domain or (self.augment is None and self.mixup_alpha == 0)
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the batch (0-d tensor) and its parts per head (floats)."""
         total_n = len(batch["label"])
         loss, parts = None, {}
         frontend = self.task.backbone.audio_frontend
-        fbank_domain = self.augment is not None and self.augment.audio_domain == "fbank"
         for group in split_by_modality(dict(batch)):
             audio, video, target = group["audio"], group["video"], group["label"]
             feats = group.get("audio_features") if self.training and self.uses_audio_features else None
-            if audio is not None and fbank_domain and self.training:
+            if audio is not None and self.fbank_domain and self.training:
                 feats = _features_or_analyse(feats, audio, frontend)
             if feats is not None:
                 audio = None

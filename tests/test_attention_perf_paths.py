@@ -310,3 +310,17 @@ def test_train_config_grad_checkpointing_reaches_the_backbone():
     assert not build_backbone(TrainConfig(task="pretrain", model={"dim": 32, "depth": 1, "dim_head": 16, "heads": 2})).grad_checkpointing
     with pytest.raises(TypeError, match="grad_checkpointing"):
         TrainConfig(task="pretrain", grad_checkpointing="yes")
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_compiles_without_graph_breaks():
+    model = _small_model().train()
+    a, v = torch.randn(2, 8000), torch.randn(2, 3, 4, 32, 32)
+    ref = model(audio=a, video=v)
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    compiled = torch.compile(model.set_grad_checkpointing(True), fullgraph=True)
+    out = compiled(audio=a, video=v)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    for g1, g2 in zip(grads, ref_grads):
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)

@@ -2,7 +2,7 @@
 
 * ``AttentionPlan.attend_tokens_first`` (the SDPA split writing ``(b, n, h, d)`` directly)
   against the dense eager backend: values and gradients, every layout shape, fp32 and bf16.
-* The memory-saving GEGLU autograd function against the plain expression.
+* The memory-saving GEGLU + output projection autograd function against the plain expression.
 * The analytic FLOP count of the benchmark against a direct count (mask sum, parameters).
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from zorro import Zorro
 from zorro.layers.attention import AttentionPlan
-from zorro.layers.feedforward import FeedForward, geglu, geglu_project
+from zorro.layers.feedforward import FeedForward, geglu_project
 from zorro.masks import SELF_ATTENTION_RULE, TokenLayout, dense_mask
 
 LAYOUTS = [(7, 3, 11), (0, 2, 9), (5, 2, 0), (6, 0, 8), (1, 1, 1)]
@@ -64,32 +64,42 @@ def test_model_sdpa_vs_eager_under_bf16_autocast():
     assert (fast.float() - ref.float()).abs().max() < 5e-2
 
 
-def test_geglu_function_matches_plain_expression():
+def test_geglu_project_fp32_matches_plain_expression():
+    import torch.nn.functional as F
+
     torch.manual_seed(0)
     h = torch.randn(3, 5, 14, requires_grad=True)
+    weight = torch.randn(4, 7, requires_grad=True)
     value, gate = h.chunk(2, dim=-1)
-    plain = value * torch.nn.functional.gelu(gate)
-    fused = geglu(h)
+    plain = F.linear(value * F.gelu(gate), weight)
+    fused = geglu_project(value, gate, weight)
     assert torch.equal(fused, plain)
     w = torch.randn_like(plain)
-    (g_plain,) = torch.autograd.grad((plain * w).sum(), h)
-    (g_fused,) = torch.autograd.grad((fused * w).sum(), h)
-    torch.testing.assert_close(g_fused, g_plain, atol=1e-6, rtol=1e-6)
+    g_plain = torch.autograd.grad((plain * w).sum(), (h, weight))
+    g_fused = torch.autograd.grad((fused * w).sum(), (h, weight))
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     h64 = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(geglu, (h64,))
+    w64 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, u: geglu_project(*t.chunk(2, dim=-1), u), (h64, w64))
 
 
-def test_geglu_bf16_and_no_grad_path():
+def test_geglu_project_bf16_and_no_grad_path():
+    import torch.nn.functional as F
+
     torch.manual_seed(0)
     h = torch.randn(4, 10).bfloat16().requires_grad_()
+    weight = torch.randn(3, 5).bfloat16().requires_grad_()
     value, gate = h.chunk(2, dim=-1)
-    plain = value * torch.nn.functional.gelu(gate)
-    assert torch.equal(geglu(h), plain)
-    (g1,) = torch.autograd.grad(geglu(h).float().sum(), h)
-    (g2,) = torch.autograd.grad(plain.float().sum(), h)
-    torch.testing.assert_close(g1, g2, atol=1e-2, rtol=1e-2)
+    plain = F.linear(value * F.gelu(gate), weight)
+    assert torch.equal(geglu_project(value, gate, weight), plain)
+    g1 = torch.autograd.grad(geglu_project(value, gate, weight).float().sum(), (h, weight))
+    g2 = torch.autograd.grad(plain.float().sum(), (h, weight))
+    for a, b in zip(g1, g2):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
     with torch.no_grad():
-        assert torch.equal(geglu(h), plain)
+        assert torch.equal(geglu_project(value, gate, weight), plain)
 
 
 def test_feedforward_gradients_match_plain_autograd():
@@ -128,9 +138,8 @@ def test_feedforward_padding_keeps_the_function_and_its_gradients(dim):
         torch.testing.assert_close(ff(x), ref.detach(), atol=1e-12, rtol=1e-12)
 
 
-def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
-    ff = FeedForward(40)  # inner 106, padded to 112
-    x = torch.randn(2, 5, 40, requires_grad=True)
+def saved_shapes(module: torch.nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Shapes of every tensor autograd saves for backward during ``module(x)``."""
     saved = []
 
     def pack(t):
@@ -138,7 +147,13 @@ def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ff(x)
+        module(x)
+    return saved
+
+
+def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
+    ff = FeedForward(40)  # inner 106, padded to 112
+    saved = saved_shapes(ff, torch.randn(2, 5, 40, requires_grad=True))
     padded_shapes = {(112, 40), (40, 112)}
     assert not padded_shapes & set(saved), saved
     assert (106, 40) in saved or (212, 40) in saved  # the parameters themselves are what is kept
@@ -148,15 +163,7 @@ def test_feedforward_padding_keeps_no_padded_weight_copies_for_backward():
 def test_feedforward_keeps_the_geglu_product_out_of_backward(dim):
     ff = FeedForward(dim)
     width = ff.inner + (-ff.inner) % 16
-    x = torch.randn(2, 5, dim, requires_grad=True)
-    saved = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ff(x)
+    saved = saved_shapes(ff, torch.randn(2, 5, dim, requires_grad=True))
     # value and gate are kept for the GEGLU gradient; their product is recomputed in
     # backward (a third (2, 5, width) tensor is one more activation per layer in training)
     assert saved.count((2, 5, width)) == 2, saved

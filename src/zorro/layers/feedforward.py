@@ -21,25 +21,9 @@ def ff_inner_dim(dim: int, mult: float) -> int:
     return int(dim * mult * 2 / 3)
 
 
-class _GegluPair(torch.autograd.Function):
-    """``value * gelu(gate)`` that saves only its two inputs for backward.
-
-    Autograd of the plain expression also keeps ``gelu(gate)`` alive (the product is kept
-    by the next linear layer anyway), so this saves one ``(b, n, inner)`` tensor per layer in
-    training. Forward and gradients are the same arithmetic (``gelu_backward`` of the exact
-    GELU). When the inputs are the two halves of one projection, the saved views keep just
-    that projection.
-    """
-
-    @staticmethod
-    def forward(ctx, value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ctx.save_for_backward(value, gate)
-        return value * F.gelu(gate)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        value, gate = ctx.saved_tensors
-        return grad * F.gelu(gate), torch.ops.aten.gelu_backward(grad * value, gate)
+def _pad_weight(weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(weight, pad)``, or ``weight`` itself (no copy) when every pad is 0."""
+    return F.pad(weight, pad) if any(pad) else weight
 
 
 class _PaddedLinear(torch.autograd.Function):
@@ -78,9 +62,9 @@ class _GegluProject(torch.autograd.Function):
     The output projection's weight gradient needs its input, the product, which autograd
     (or :class:`_PaddedLinear`) would keep as one more ``(b, n, inner)`` tensor per layer.
     ``value`` and ``gate`` are kept for the GEGLU backward anyway, so backward recomputes the
-    product from them (one GELU and one multiply, elementwise). Same arithmetic as
-    :func:`geglu_pair` followed by :func:`padded_linear`; backward runs in the gradient's
-    dtype (bf16 under autocast) and returns each gradient in its input's dtype.
+    product from them (one GELU and one multiply, elementwise); the GEGLU gradient is
+    ``gelu_backward`` of the exact GELU, as autograd computes it. Backward runs in the
+    gradient's dtype (bf16 under autocast) and returns each gradient in its input's dtype.
     """
 
     @staticmethod
@@ -89,7 +73,7 @@ class _GegluProject(torch.autograd.Function):
         ctx.save_for_backward(value, gate, weight)
         ctx.pad = pad
         hidden = F.gelu(gate).mul_(value)
-        return F.linear(hidden, F.pad(weight, pad) if any(pad) else weight)
+        return F.linear(hidden, _pad_weight(weight, pad))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
@@ -104,8 +88,7 @@ class _GegluProject(torch.autograd.Function):
             grad_w = full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
         grad_value = grad_gate = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            w = F.pad(weight, ctx.pad) if any(ctx.pad) else weight
-            grad_hidden = grad @ w.to(dtype)  # (..., inner + pad)
+            grad_hidden = grad @ _pad_weight(weight, ctx.pad).to(dtype)  # (..., inner + pad)
             if ctx.needs_input_grad[0]:
                 grad_value = (grad_hidden * act).to(value.dtype)
             del act
@@ -135,24 +118,7 @@ def geglu_project(value: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
     """
     if torch.is_grad_enabled() and (value.requires_grad or gate.requires_grad or weight.requires_grad):
         return _GegluProject.apply(value, gate, weight, pad)
-    return F.linear(F.gelu(gate).mul_(value), F.pad(weight, pad) if any(pad) else weight)
-
-
-def geglu(h: torch.Tensor) -> torch.Tensor:
-    """GEGLU: first half of ``h (..., 2 * inner)`` times GELU of the second half -> ``(..., inner)``.
-
-    Keeps only ``h`` for backward (through :func:`geglu_pair` on its two halves); the
-    gradient of the halves is concatenated back by ``chunk``'s own backward.
-    """
-    return geglu_pair(*h.chunk(2, dim=-1))
-
-
-def geglu_pair(value: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """``value * gelu(gate)`` for two ``(..., inner)`` tensors -> ``(..., inner)``, saving only
-    the inputs for backward."""
-    if torch.is_grad_enabled() and (value.requires_grad or gate.requires_grad):
-        return _GegluPair.apply(value, gate)
-    return F.gelu(gate).mul_(value)
+    return F.linear(F.gelu(gate).mul_(value), _pad_weight(weight, pad))
 
 
 class FeedForward(nn.Module):

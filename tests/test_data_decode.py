@@ -15,6 +15,7 @@ import media  # noqa: E402
 
 from zorro.data import CropBox, DecodeError, MediaReader, available_backends, probe, read_clip  # noqa: E402
 from zorro.data import decode as decode_module  # noqa: E402
+from zorro.data.decode import audio_samples  # noqa: E402
 
 SR = 16000
 LEVEL_TOL = 6.0  # grey levels (0..255) lost to lossy coding
@@ -495,8 +496,8 @@ def test_downmix_resample_equals_downmix_then_resample(layout, rate, sr):
     channels = av.AudioLayout(layout).nb_channels
     buf = np.random.default_rng(0).uniform(-0.9, 0.9, (channels, rate // 3 + 7)).astype(np.float32)
     lay = av.AudioLayout(layout)
-    got = decode_module._downmix_resample(buf, lay, rate, sr)
-    want = decode_module._resample(decode_module._downmix(buf, lay), rate, sr)
+    got = audio_samples._downmix_resample(buf, lay, rate, sr)
+    want = audio_samples._resample(audio_samples._downmix(buf, lay), rate, sr)
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
 
@@ -507,8 +508,8 @@ def test_audio_channels_match_the_generic_conversion(fmt):
     src = av.AudioFrame.from_ndarray(rng.uniform(-1, 1, (2, 1000)).astype(np.float32), format="fltp", layout="stereo")
     src.sample_rate = 48000
     frame = av.AudioResampler(format=fmt, layout="stereo", rate=48000).resample(src)[0]
-    got = decode_module._audio_channels(frame, 2)
-    want = decode_module._audio_to_planar_float(frame)
+    got = audio_samples._audio_channels(frame, 2)
+    want = audio_samples._audio_to_planar_float(frame)
     assert len(got) == 2
     for c in range(2):
         assert got[c].dtype == np.float32 and got[c].shape == (frame.samples,)

@@ -1,0 +1,68 @@
+"""Finding a file's audio and video streams and where on the timeline they hold data."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import av
+
+from zorro.data.decode.errors import DecodeError
+
+
+def available_backends() -> list[str]:
+    """Decoder backends usable here: always ``"pyav"``, plus ``"torchcodec"`` if importable."""
+    out = ["pyav"]
+    try:
+        import torchcodec.decoders  # noqa: F401
+
+        out.append("torchcodec")
+    except Exception:  # torchcodec missing or its FFmpeg libraries not loadable
+        pass
+    return out
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise DecodeError(p, "file does not exist")
+    if os.path.isdir(p):
+        raise DecodeError(p, "is a directory, expected a media file")
+    if os.path.getsize(p) == 0:
+        raise DecodeError(p, "file is empty")
+    return p
+
+
+def _is_attached_picture(stream: Any) -> bool:
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except Exception:
+        return False
+
+
+def _pick_stream(container: Any, kind: str) -> Any | None:
+    streams = [s for s in getattr(container.streams, kind) if not (kind == "video" and _is_attached_picture(s))]
+    if not streams:
+        return None
+    try:
+        best = container.streams.best(kind)
+        if best is not None and best in streams:
+            return best
+    except Exception:
+        pass
+    return streams[0]
+
+
+def _stream_span(stream: Any, container: Any, origin: float) -> tuple[float | None, float | None]:
+    """(start, end) of a stream in s on the container timeline (None where unknown)."""
+    tb = stream.time_base
+    start = end = None
+    if stream.start_time is not None and tb is not None:
+        start = float(stream.start_time * tb) - origin
+    if stream.duration is not None and tb is not None and start is not None:
+        end = start + float(stream.duration * tb)
+    elif container.duration is not None:
+        end = container.duration / 1e6  # container duration is from the container start
+    return start, end

@@ -1,10 +1,19 @@
-"""The attention rule, checked against SPEC tables written out literally."""
+"""The attention rules, checked against tables written out literally."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from zorro.masks import POOL_RULE, SELF_ATTENTION_RULE, TokenLayout, dense_mask
+from zorro.masks import (
+    MASK_RULES,
+    POOL_RULE,
+    SELF_ATTENTION_RULE,
+    TokenLayout,
+    check_mask_rule,
+    dense_mask,
+    self_attention_rule,
+)
 from zorro.tokens import TokenTypes
 
 A, V, F, G = TokenTypes.AUDIO, TokenTypes.VIDEO, TokenTypes.FUSION, TokenTypes.GLOBAL
@@ -15,6 +24,15 @@ SELF_TABLE = {
     (F, A): True, (F, F): True, (F, V): True,
     (V, A): False, (V, F): False, (V, V): True,
 }
+# mask_rule="full": a vanilla multimodal transformer, every pair allowed.
+FULL_TABLE = {(q, k): True for q in (A, F, V) for k in (A, F, V)}
+# mask_rule="bottleneck" (MBT in one stream): a modality sees itself and the fusion tokens.
+BOTTLENECK_TABLE = {
+    (A, A): True, (A, F): True, (A, V): False,
+    (F, A): True, (F, F): True, (F, V): True,
+    (V, A): False, (V, F): True, (V, V): True,
+}
+RULE_TABLES = {"zorro": SELF_TABLE, "full": FULL_TABLE, "bottleneck": BOTTLENECK_TABLE}
 # SPEC section 2: return-token type -> which token types it may see.
 POOL_TABLE = {
     (A, A): True, (A, F): False, (A, V): False,
@@ -66,3 +84,31 @@ def test_spans_with_missing_modality():
     assert layout.span(A) == slice(0, 0)
     assert layout.key_span(F, SELF_ATTENTION_RULE) == slice(0, 5)
     assert layout.key_span(G, POOL_RULE) == slice(0, 5)
+
+
+def test_mask_rule_names():
+    assert MASK_RULES == ("zorro", "full", "bottleneck")
+    assert self_attention_rule("zorro") is SELF_ATTENTION_RULE
+    for bad in ("Zorro", "mbt", "", None, 0):
+        with pytest.raises(ValueError, match="mask_rule must be one of"):
+            check_mask_rule(bad)
+
+
+@pytest.mark.parametrize("name", MASK_RULES)
+def test_every_rule_truth_table(name):
+    rule = self_attention_rule(name)
+    for (q, k), expected in RULE_TABLES[name].items():
+        assert dense_mask(_one(q), _one(k), rule).item() is expected, (name, q, k)
+
+
+@pytest.mark.parametrize("name", MASK_RULES)
+@pytest.mark.parametrize("counts", [(5, 3, 7), (0, 2, 4), (3, 2, 0), (4, 0, 6)])
+def test_every_rule_key_spans_match_its_dense_mask(name, counts):
+    rule = self_attention_rule(name)
+    layout = TokenLayout(*counts)
+    types = layout.token_types()
+    for q in (A, F, V):
+        row = dense_mask(_one(q), types, rule)[0]
+        expected = torch.zeros_like(row)
+        expected[layout.key_span(q, rule)] = True
+        assert torch.equal(row, expected), (name, counts, q)

@@ -1,8 +1,23 @@
-"""The Zorro attention rule, stated once.
+"""The attention rules, stated once: Zorro's and the two it is compared against.
 
-Every mask the model uses -- the dense boolean masks of the eager reference path and the
-block spans of the fused path -- is derived from the two rule tables below, so there is one
-place to read (and test) which token may attend to which.
+Every mask the model uses -- the dense boolean masks of the eager reference path, the
+block spans of the fused path and the FlexAttention block masks -- is derived from the rule
+tables below, so there is one place to read (and test) which token may attend to which.
+
+Self-attention rules, chosen by name with ``ZorroConfig.mask_rule`` (:data:`MASK_RULES`):
+
+* ``"zorro"`` (the default, :data:`SELF_ATTENTION_RULE`): audio attends to audio, video to
+  video, fusion to everything. The audio tokens never depend on the video and vice versa,
+  so the AUDIO and VIDEO outputs are modality-pure.
+* ``"full"`` (:data:`FULL_ATTENTION_RULE`): every token attends to every token -- a
+  vanilla multimodal transformer over the concatenated sequence.
+* ``"bottleneck"`` (:data:`BOTTLENECK_RULE`): MBT's attention bottlenecks written as one
+  mask over one stream: audio attends to audio and fusion, video to video and fusion,
+  fusion to everything. Information crosses between the modalities only through the
+  fusion tokens, but it does cross: the audio tokens see the video after two layers.
+
+Under every rule the typed return tokens pool with :data:`POOL_RULE` (AUDIO sees audio
+tokens, VIDEO video tokens, ...); what differs is what those tokens have seen.
 
 Notation: ``n_a``, ``n_f``, ``n_v`` are the numbers of audio, fusion and video tokens. The
 sequence is packed in the seed's order ``[audio | fusion | video]``. A mask entry
@@ -29,6 +44,48 @@ SELF_ATTENTION_RULE: dict[TokenTypes, tuple[TokenTypes, ...]] = {
     F: (A, F, V),
     V: (V,),
 }
+
+#: Self-attention of a vanilla multimodal transformer: every token sees every token.
+FULL_ATTENTION_RULE: dict[TokenTypes, tuple[TokenTypes, ...]] = {
+    A: (A, F, V),
+    F: (A, F, V),
+    V: (A, F, V),
+}
+
+#: Self-attention with MBT-style bottlenecks in one stream: each modality sees itself and
+#: the fusion tokens, the fusion tokens see everything.
+BOTTLENECK_RULE: dict[TokenTypes, tuple[TokenTypes, ...]] = {
+    A: (A, F),
+    F: (A, F, V),
+    V: (F, V),
+}
+
+#: ``ZorroConfig.mask_rule`` name -> self-attention rule.
+SELF_ATTENTION_RULES: dict[str, dict[TokenTypes, tuple[TokenTypes, ...]]] = {
+    "zorro": SELF_ATTENTION_RULE,
+    "full": FULL_ATTENTION_RULE,
+    "bottleneck": BOTTLENECK_RULE,
+}
+
+#: The valid values of ``ZorroConfig.mask_rule``; ``"zorro"`` is the default.
+MASK_RULES: tuple[str, ...] = tuple(SELF_ATTENTION_RULES)
+
+
+def check_mask_rule(name: object) -> str:
+    """Validate a ``mask_rule`` name; returns it unchanged.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`MASK_RULES`.
+    """
+    if not isinstance(name, str) or name not in SELF_ATTENTION_RULES:
+        raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {name!r}")
+    return name
+
+
+def self_attention_rule(name: str) -> dict[TokenTypes, tuple[TokenTypes, ...]]:
+    """The self-attention rule (query type -> key types) of the ``mask_rule`` called ``name``."""
+    return SELF_ATTENTION_RULES[check_mask_rule(name)]
+
 
 #: Attention pooling: return-token type -> token types it may attend to (SPEC section 2).
 POOL_RULE: dict[TokenTypes, tuple[TokenTypes, ...]] = {
@@ -58,7 +115,7 @@ def dense_mask(
     Args:
         query_types: ``(n_q,)`` int64 tensor of ``TokenTypes`` values.
         key_types: ``(n_k,)`` int64 tensor of ``TokenTypes`` values.
-        rule: :data:`SELF_ATTENTION_RULE` or :data:`POOL_RULE`.
+        rule: a self-attention rule (:data:`SELF_ATTENTION_RULES`) or :data:`POOL_RULE`.
 
     Returns:
         ``(n_q, n_k)`` bool tensor, True where query ``i`` may attend to key ``j``.

@@ -29,7 +29,7 @@ from zorro.audio import AudioFrontend
 from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
 from zorro.layers.attention import check_backend
 from zorro.layers.pos_embed import sincos_grid
-from zorro.masks import TokenLayout
+from zorro.masks import TokenLayout, check_mask_rule
 from zorro.tokens import TokenTypes
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class ZorroConfig:
     audio_std: float | None = None  # feature normalisation std (None = off)
     pos_embed: str = "sincos"  # "sincos" (fixed, any input size) or "none" (the seed)
     attn_backend: str = "sdpa"  # "sdpa" (block-sparse), "eager" (dense reference) or "flex"
+    mask_rule: str = "zorro"  # self-attention rule: "zorro", "full" or "bottleneck" (zorro.masks)
 
     def __post_init__(self) -> None:
         self.return_token_types = tuple(_token_type(t) for t in self.return_token_types)
@@ -112,6 +113,7 @@ class ZorroConfig:
         if self.pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
         check_backend(self.attn_backend)
+        check_mask_rule(self.mask_rule)
         _pair(self.audio_patch_size, "audio_patch_size")
         _pair(self.video_patch_size, "video_patch_size")
 
@@ -240,6 +242,10 @@ class Zorro(nn.Module):
       audio length and any video size that patchifies works; ``"none"`` as in the seed.
     * ``attn_backend="sdpa"``: block-sparse fused attention; ``"eager"`` is the dense
       reference; ``"flex"`` uses FlexAttention (see :mod:`zorro.layers.attention`).
+    * ``mask_rule="zorro"``: the attention rule above. ``"full"`` (every token sees every
+      token) and ``"bottleneck"`` (MBT-style: each modality sees itself and the fusion
+      tokens) are the baselines Zorro is compared with; see :mod:`zorro.masks`. Only
+      ``"zorro"`` keeps the audio and video outputs modality-pure.
 
     Use :meth:`Zorro.from_zorro_pytorch` to load a ``zorro-pytorch`` state dict.
     """
@@ -316,7 +322,7 @@ class Zorro(nn.Module):
 
         seed_names = {f.name for f in fields(ZorroConfig)} - {
             "audio_frontend", "sample_rate", "fbank_num_mel_bins", "fbank_frame_length", "fbank_frame_shift",
-            "audio_mean", "audio_std", "pos_embed",
+            "audio_mean", "audio_std", "pos_embed", "mask_rule",
         }
         foreign = sorted(set(seed_kwargs) - seed_names)
         if foreign:
@@ -550,7 +556,7 @@ class Zorro(nn.Module):
             num_video=video_tokens.shape[1] if video is not None else 0,
         )
         x = torch.cat(parts, dim=1)  # (b, n, D) packed [audio | fusion | video]
-        plan = AttentionPlan(layout, self.config.attn_backend, x.device)
+        plan = AttentionPlan(layout, self.config.attn_backend, x.device, self.config.mask_rule)
         recompute = self._grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)

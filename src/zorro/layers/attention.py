@@ -1,5 +1,8 @@
 """Zorro attention: one module per use (self-attention, pooling), three interchangeable backends.
 
+The self-attention rule (which token type may attend to which) is chosen by name, see
+:data:`zorro.masks.MASK_RULES`; every backend computes every rule.
+
 Backends (chosen by name, see :data:`BACKENDS`):
 
 * ``"sdpa"`` (default) -- *block-sparse by construction*. The sequence is packed
@@ -8,11 +11,14 @@ Backends (chosen by name, see :data:`BACKENDS`):
   :func:`torch.nn.functional.scaled_dot_product_attention` call per query type: audio
   queries against audio keys, video against video, fusion against all. Masked blocks are
   never computed nor stored; cost grows with ``n_a^2 + n_v^2 + n_f * n``, not ``n^2``.
+  The comparison rules of :mod:`zorro.masks` run the same way: ``"bottleneck"`` as one call
+  per query type over its modality and the fusion tokens, ``"full"`` as one call over the
+  whole sequence.
 * ``"eager"`` -- the reference: the full ``(n, n)`` score matrix, a dense boolean mask from
   :func:`zorro.masks.dense_mask`, softmax, weighted sum. Slow and memory-hungry by design;
   it is what the other backends are tested against.
 * ``"flex"`` -- :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask
-  built from the same rule (best under ``torch.compile`` on CUDA). Only the self-attention
+  built from the same rule table (best under ``torch.compile`` on CUDA). Only the self-attention
   layers use it; the pooling step, a handful of queries, uses the SDPA split.
 
 Shape letters: ``b`` batch, ``h`` heads, ``n`` tokens, ``r`` return tokens, ``d`` head width.
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zorro.layers.norm import LayerNorm
-from zorro.masks import POOL_RULE, SELF_ATTENTION_RULE, SEQUENCE_ORDER, TokenLayout, dense_mask, rule_table
+from zorro.masks import POOL_RULE, SEQUENCE_ORDER, TokenLayout, check_mask_rule, dense_mask, rule_table, self_attention_rule
 from zorro.tokens import TokenTypes
 
 BACKENDS = ("sdpa", "eager", "flex")
@@ -67,33 +73,53 @@ def _sdpa_or_zeros(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
 
 
 class AttentionPlan:
-    """What one forward pass needs to run the Zorro self-attention with a given backend.
+    """What one forward pass needs to run the self-attention with a given backend and rule.
 
     Built once per forward (it depends only on the token layout) and shared by all layers.
 
-    Attributes:
+    Args:
         layout: token counts of the packed sequence.
         backend: one of :data:`BACKENDS`.
-        groups: for the ``"sdpa"`` backend, ``(query span, key span)`` per token type in
-            sequence order.
+        device: where the masks live.
+        mask_rule: the self-attention rule by name (:data:`zorro.masks.MASK_RULES`):
+            ``"zorro"`` (default), ``"full"`` or ``"bottleneck"``.
+
+    Attributes:
+        layout, backend, mask_rule: as given.
+        rule: the rule table (query type -> key types).
+        groups: for the ``"sdpa"`` backend, one ``(query span, key span, query types)``
+            per SDPA call: the query types present, in sequence order, with neighbours that
+            share a key span merged into one call (so ``"full"`` is a single call over the
+            whole sequence; ``"zorro"`` never merges).
         mask: for ``"eager"``, the ``(n, n)`` bool mask; else None.
         block_mask: for ``"flex"``, a FlexAttention ``BlockMask``; else None.
     """
 
-    def __init__(self, layout: TokenLayout, backend: str, device: torch.device) -> None:
+    def __init__(self, layout: TokenLayout, backend: str, device: torch.device | str, mask_rule: str = "zorro") -> None:
         self.layout = layout
         self.backend = check_backend(backend)
-        self.groups = [(layout.span(t), layout.key_span(t, SELF_ATTENTION_RULE)) for t in SEQUENCE_ORDER]
+        self.mask_rule = check_mask_rule(mask_rule)
+        self.rule = self_attention_rule(mask_rule)
+        self.groups: list[tuple[slice, slice, tuple[TokenTypes, ...]]] = []
+        for t in SEQUENCE_ORDER:
+            qs, ks = layout.span(t), layout.key_span(t, self.rule)
+            if qs.stop == qs.start:
+                continue  # no query of this type
+            if self.groups and self.groups[-1][1] == ks:
+                prev_qs, _, prev_types = self.groups[-1]
+                self.groups[-1] = (slice(prev_qs.start, qs.stop), ks, prev_types + (t,))
+            else:
+                self.groups.append((qs, ks, (t,)))
         self.mask = None
         self.block_mask = None
         if backend == "eager":
             types = layout.token_types(device)
-            self.mask = dense_mask(types, types, SELF_ATTENTION_RULE)
+            self.mask = dense_mask(types, types, self.rule)
         elif backend == "flex":
             from torch.nn.attention.flex_attention import create_block_mask
 
             types = layout.token_types(device)
-            table = rule_table(SELF_ATTENTION_RULE).to(device)
+            table = rule_table(self.rule).to(device)
 
             def mask_mod(b, h, q_idx, kv_idx):
                 return table[types[q_idx], types[kv_idx]]
@@ -102,14 +128,14 @@ class AttentionPlan:
             self.block_mask = create_block_mask(mask_mod, None, None, n, n, device=device)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """Zorro self-attention of ``q, k, v (b, h, n, d)`` -> ``(b, h, n, d)``."""
+        """Masked self-attention of ``q, k, v (b, h, n, d)`` -> ``(b, h, n, d)``."""
         return self.attend_tokens_first(q, k, v, scale).transpose(1, 2)
 
     def attend_tokens_first(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """Like :meth:`attend` but returns ``(b, n, h, d)``, the layout the output projection reads.
 
         With the ``"sdpa"`` backend the result is contiguous: the CPU and CUDA SDPA kernels
-        write their output in ``(b, m, h, d)`` memory order, so the per-type results are
+        write their output in ``(b, m, h, d)`` memory order, so the per-group results are
         concatenated along the token axis in that order -- one copy, and the following
         ``reshape(b, n, h * d)`` is a free view (concatenating heads-first and transposing
         afterwards costs a second full copy, and under autograd keeps both alive).
@@ -120,28 +146,30 @@ class AttentionPlan:
             from torch.nn.attention.flex_attention import flex_attention
 
             return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale).transpose(1, 2)
+        n = q.shape[-2]
+        if len(self.groups) == 1 and (self.groups[0][0].start, self.groups[0][0].stop) == (0, n):
+            qs, ks, _ = self.groups[0]  # one call: every query against one key run ("full")
+            kg, vg = (k, v) if (ks.start, ks.stop) == (0, n) else (k[:, :, ks], v[:, :, ks])
+            return _sdpa_or_zeros(q, kg, vg, scale).transpose(1, 2).contiguous()  # a no-op for the model's q (a view of (b, n, 3, h, d))
         # Cut q, k, v once into the per-type spans with ``split``: its backward is one
         # concatenation, where a slice per use costs a full-size zero-fill + copy + add each.
-        n = q.shape[-2]
         sizes = [self.layout.count(t) for t in SEQUENCE_ORDER]
         pieces = {name: dict(zip(SEQUENCE_ORDER, t.split(sizes, dim=2))) for name, t in (("q", q), ("k", k), ("v", v))}
         outs = []
-        for token_type, (qs, ks) in zip(SEQUENCE_ORDER, self.groups):
-            if qs.stop == qs.start:
-                continue
-            qg = pieces["q"][token_type]
-            if (ks.start, ks.stop) == (0, n):  # every key (fusion queries)
+        for qs, ks, types in self.groups:
+            qg = pieces["q"][types[0]] if len(types) == 1 else q[:, :, qs]
+            if (ks.start, ks.stop) == (0, n):  # every key (fusion queries; any query under "full")
                 kg, vg = k, v
-            elif (ks.start, ks.stop) == (qs.start, qs.stop):  # the query's own span
-                kg, vg = pieces["k"][token_type], pieces["v"][token_type]
-            else:  # any other contiguous run (not produced by the current rule)
+            elif len(types) == 1 and (ks.start, ks.stop) == (qs.start, qs.stop):  # the query's own span
+                kg, vg = pieces["k"][types[0]], pieces["v"][types[0]]
+            else:  # another contiguous run ("bottleneck": a modality and the fusion tokens)
                 kg, vg = k[:, :, ks], v[:, :, ks]
             outs.append(_sdpa_or_zeros(qg, kg, vg, scale).transpose(1, 2))  # (b, m, h, d)
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
 class SelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention under the Zorro mask, no biases.
+    """Pre-norm multi-head self-attention under the plan's mask (Zorro's by default), no biases.
 
     ``x (b, n, dim) -> (b, n, dim)``; the residual is added by the caller. Queries, keys and
     values come from one fused projection (``to_qkv``), scale ``dim_head ** -0.5``.

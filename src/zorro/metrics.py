@@ -1,13 +1,21 @@
-"""Evaluation metrics: top-k accuracy, multi-label mAP, cross-modal retrieval recall, confusion matrix.
+"""Evaluation metrics: top-k accuracy, multi-label mAP, cross-modal retrieval recall, confusion matrix,
+and the published datasets' protocols.
 
 All functions take torch tensors (any device), compute in float64 on the CPU where it
 matters for exactness, and return Python floats (fractions in ``[0, 1]``) or tensors.
 :func:`evaluate_heads` reports every classifier head and their averaged logits.
+
+Dataset protocols (:func:`dataset_metrics`): AudioSet mAP over the classes with at least one
+positive in the evaluation set (the number excluded is reported), mAUC and d-prime;
+VGGSound top-1, top-5 and mAP; Kinetics-Sounds top-1/top-5; ESC-50 accuracy per fold,
+summarised over the five folds by :func:`fold_summary`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +30,13 @@ __all__ = [
     "bidirectional_retrieval_recall",
     "confusion_matrix",
     "evaluate_heads",
+    "roc_auc_per_class",
+    "d_prime",
+    "multilabel_metrics",
+    "single_label_metrics",
+    "dataset_metrics",
+    "fold_summary",
+    "PROTOCOLS",
 ]
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -338,3 +353,188 @@ def evaluate_heads(
             usable = tuple(k for k in ks if k <= x.shape[1]) or (1,)
             out[name] = topk_accuracy(x, targets, usable)
     return out
+
+
+# ---------------------------------------------------------------------------- dataset protocols
+
+#: datasets whose evaluation protocol :func:`dataset_metrics` knows
+PROTOCOLS = ("audioset", "vggsound", "kinetics-sounds", "esc50")
+
+
+def _check_binary_targets(scores: torch.Tensor, targets: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_float_2d(scores, "scores", what)
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"{what}: targets must be a tensor, got {type(targets).__name__}")
+    if targets.shape != scores.shape:
+        raise ValueError(f"{what}: targets must have the shape of scores {tuple(scores.shape)}, got {tuple(targets.shape)}")
+    if scores.shape[0] == 0:
+        raise ValueError(f"{what}: empty input (N = 0)")
+    y = targets.detach().cpu()
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"{what}: targets must be binary (0/1)")
+    return scores.detach().cpu().double(), y.double()
+
+
+def roc_auc_per_class(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of each class (tied scores count one half, as scikit-learn's
+    ``roc_auc_score``): the probability that a random positive scores above a random negative.
+
+    Args:
+        scores: ``(N, C)`` float scores.
+        targets: ``(N, C)`` binary labels.
+
+    Returns:
+        ``(C,)`` float64 tensor; ``NaN`` for a class without positives or without negatives.
+
+    Raises:
+        ValueError: shape mismatch, empty input, non-finite scores, non-binary targets.
+        TypeError: non-float scores.
+    """
+    s, y = _check_binary_targets(scores, targets, "roc_auc_per_class")
+    n = s.shape[0]
+    order = s.argsort(dim=0, stable=True)
+    s_sorted = s.gather(0, order)
+    # average 1-based rank of each tie group (Mann-Whitney U with mid-ranks)
+    new_group = torch.ones_like(s_sorted, dtype=torch.bool)
+    new_group[1:] = s_sorted[1:] != s_sorted[:-1]
+    row = torch.arange(n).unsqueeze(1).expand_as(s_sorted)
+    first = torch.where(new_group, row, torch.zeros_like(row)).cummax(dim=0).values  # first row of the group
+    last_marker = torch.ones_like(new_group)
+    last_marker[:-1] = new_group[1:]
+    last = torch.where(last_marker, row, torch.full_like(row, n)).flip(0).cummin(dim=0).values.flip(0)
+    mid_rank = (first + last).double() / 2 + 1
+    ranks = torch.empty_like(mid_rank).scatter_(0, order, mid_rank)
+    pos = y.sum(dim=0)
+    neg = n - pos
+    auc = ((ranks * y).sum(dim=0) - pos * (pos + 1) / 2) / (pos * neg)
+    return torch.where((pos > 0) & (neg > 0), auc, torch.full_like(auc, float("nan")))
+
+
+def d_prime(auc: float) -> float:
+    """Sensitivity index of an ROC AUC under the equal-variance Gaussian model:
+    ``sqrt(2) * Phi^-1(auc)`` (``Phi^-1`` the standard normal quantile); 0 at chance.
+
+    Raises:
+        ValueError: ``auc`` outside ``[0, 1]``.
+    """
+    if not 0.0 <= float(auc) <= 1.0:
+        raise ValueError(f"d_prime: auc must be in [0, 1], got {auc!r}")
+    return float(math.sqrt(2.0) * torch.special.ndtri(torch.tensor(float(auc), dtype=torch.float64)))
+
+
+def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float | int]:
+    """AudioSet's protocol: mAP, mAUC and d-prime over the classes the evaluation set can judge.
+
+    The mean AP is taken over the classes with at least one positive clip (a class without
+    positives has no defined AP; scikit-learn's value for it differs between versions), the
+    mean AUC over the classes with at least one positive and one negative; d-prime is
+    :func:`d_prime` of the mean AUC.
+
+    Args:
+        scores: ``(N, C)`` float scores (logits or probabilities).
+        targets: ``(N, C)`` binary labels.
+
+    Returns:
+        ``{"mAP", "mAUC", "d_prime"}`` (floats), ``"num_classes"``, ``"num_classes_ap"`` (classes
+        averaged into mAP), ``"num_classes_excluded"`` (classes without a positive) and
+        ``"num_classes_auc"`` (ints). ``mAUC``/``d_prime`` are NaN when no class has both.
+
+    Raises:
+        ValueError: as :func:`average_precision_per_class`, or no class has a positive.
+        TypeError: non-float scores.
+    """
+    ap = average_precision_per_class(scores, targets)
+    valid = ~torch.isnan(ap)
+    if not bool(valid.any()):
+        raise ValueError("multilabel_metrics: no class has a positive target; mAP is undefined")
+    auc = roc_auc_per_class(scores, targets)
+    auc_valid = ~torch.isnan(auc)
+    mauc = float(auc[auc_valid].mean()) if bool(auc_valid.any()) else float("nan")
+    return {
+        "mAP": float(ap[valid].mean()),
+        "mAUC": mauc,
+        "d_prime": d_prime(mauc) if not math.isnan(mauc) else float("nan"),
+        "num_classes": int(ap.numel()),
+        "num_classes_ap": int(valid.sum()),
+        "num_classes_excluded": int((~valid).sum()),
+        "num_classes_auc": int(auc_valid.sum()),
+    }
+
+
+def single_label_metrics(logits: torch.Tensor, targets: torch.Tensor, *, ks: Sequence[int] = (1, 5), with_map: bool = False) -> dict[str, float | int]:
+    """Top-k accuracy of single-label predictions, optionally with one-vs-rest mAP (VGGSound).
+
+    Args:
+        logits: ``(N, C)`` float scores.
+        targets: ``(N,)`` integer classes.
+        ks: top-k values; those larger than ``C`` are dropped.
+        with_map: add ``"mAP"`` (each class's AP against the one-hot targets, averaged over
+            the classes present in ``targets``) and ``"num_classes_excluded"``.
+
+    Returns:
+        ``{"top1": ..., "top5": ..., ["mAP", "num_classes_excluded"]}``.
+
+    Raises:
+        ValueError, TypeError: as :func:`topk_accuracy`.
+    """
+    _check_float_2d(logits, "logits", "single_label_metrics")
+    usable = tuple(k for k in (ks if not isinstance(ks, int) else (ks,)) if k <= logits.shape[1]) or (1,)
+    out: dict[str, float | int] = dict(topk_accuracy(logits, targets, usable))
+    if with_map:
+        onehot = F.one_hot(targets.detach().cpu().long(), logits.shape[1])
+        ap = average_precision_per_class(logits, onehot)
+        valid = ~torch.isnan(ap)
+        out["mAP"] = float(ap[valid].mean())
+        out["num_classes_excluded"] = int((~valid).sum())
+    return out
+
+
+def dataset_metrics(protocol: str, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float | int]:
+    """The metrics a dataset's papers report.
+
+    Args:
+        protocol: one of :data:`PROTOCOLS`: ``"audioset"`` (:func:`multilabel_metrics`),
+            ``"vggsound"`` (top-1, top-5, mAP), ``"kinetics-sounds"`` (top-1, top-5),
+            ``"esc50"`` (top-1 of one fold; combine folds with :func:`fold_summary`).
+        scores: ``(N, C)`` float scores.
+        targets: ``(N, C)`` binary labels (audioset) or ``(N,)`` integer classes.
+
+    Returns:
+        dict metric name -> value.
+
+    Raises:
+        ValueError: an unknown protocol, or as the underlying metric.
+    """
+    if protocol == "audioset":
+        return multilabel_metrics(scores, targets)
+    if protocol == "vggsound":
+        return single_label_metrics(scores, targets, ks=(1, 5), with_map=True)
+    if protocol == "kinetics-sounds":
+        return single_label_metrics(scores, targets, ks=(1, 5))
+    if protocol == "esc50":
+        return single_label_metrics(scores, targets, ks=(1,))
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+def fold_summary(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and standard deviation of a metric over cross-validation folds (ESC-50: five).
+
+    ``std`` is the sample standard deviation (``ddof=1``); with one fold it is 0.
+
+    Args:
+        values: the metric of each fold, in fold order.
+
+    Returns:
+        ``{"mean": float, "std": float, "folds": [values...], "num_folds": int}``.
+
+    Raises:
+        ValueError: no value, or a non-finite value.
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("fold_summary: no fold value")
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"fold_summary: non-finite fold value in {vals}")
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": mean, "std": std, "folds": vals, "num_folds": len(vals)}

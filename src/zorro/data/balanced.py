@@ -1,0 +1,205 @@
+"""Class-balanced sampling for multi-label data with a long tail (AudioSet).
+
+Each clip gets the weight ``w_i = sum_{c in labels(i)} 1 / (n_c + eps)``, where ``n_c`` is
+the number of clips carrying label ``c`` in the training set (the weighting AST and CAV-MAE
+use for AudioSet's full training set). An epoch is ``num_samples`` draws *with
+replacement* from the distribution ``w / sum(w)``, so clips of rare classes are seen more
+often and a clip may appear several times in one epoch.
+
+:class:`BalancedSampler` has the interface of :class:`zorro.data.shards.sampler.ShardSampler`
+(``set_epoch``, ``skip``, ``num_samples``, ``rank_indices``), with these guarantees:
+
+* **Deterministic**: the draws of an epoch depend only on ``(seed, epoch)`` and the weights
+  (NumPy's PCG64 seeded with both), not on the rank, world size or DataLoader workers.
+* **Disjoint per rank**: the epoch's ``num_samples`` draws are made once and rank ``r`` takes
+  the ``r``-th of ``W`` equal consecutive slices (``num_samples // W`` draws each; the last
+  ``num_samples mod W`` draws are dropped), so ranks never share a draw (a clip drawn twice
+  may still land on two ranks) and all get the same number of batches.
+* **Exact on resume**: :attr:`skip` leaves out the first ``skip`` indices of this rank's epoch
+  list before any is handed out, so a resumed run continues with the very draws an
+  uninterrupted run would have used, without re-reading the earlier ones.
+
+A clip without any label has weight 0 and is never drawn; :func:`balanced_weights` counts and
+logs such clips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["label_counts", "balanced_weights", "BalancedSampler", "shard_label_ids"]
+
+#: the smoothing term ``eps`` of the weights (as AST / CAV-MAE use)
+DEFAULT_EPS = 0.01
+
+
+def _check_label_ids(label_ids: Sequence[Sequence[int]], num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    for i, ids in enumerate(label_ids):
+        for c in ids:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not (0 <= c < num_classes):
+                raise ValueError(f"clip {i}: label id {c!r} is not an int in [0, {num_classes})")
+
+
+def label_counts(label_ids: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """Number of clips carrying each class (a clip listing a class twice counts once).
+
+    Args:
+        label_ids: per clip, the class ids of its labels.
+        num_classes: ``C``.
+
+    Returns:
+        ``(C,)`` int64 counts.
+
+    Raises:
+        ValueError: a class id outside ``[0, C)``, a non-positive ``C``.
+    """
+    _check_label_ids(label_ids, num_classes)
+    counts = np.zeros(int(num_classes), dtype=np.int64)
+    for ids in label_ids:
+        for c in set(int(c) for c in ids):
+            counts[c] += 1
+    return counts
+
+
+def balanced_weights(label_ids: Sequence[Sequence[int]], num_classes: int, *, eps: float = DEFAULT_EPS) -> np.ndarray:
+    """Per-clip sampling weights ``w_i = sum_{c in labels(i)} 1 / (n_c + eps)``.
+
+    Args:
+        label_ids: per clip, the class ids of its labels (``(N,)`` lists).
+        num_classes: ``C``.
+        eps: smoothing added to each class count (> 0).
+
+    Returns:
+        ``(N,)`` float64 weights (unnormalised; 0 for a clip without labels).
+
+    Raises:
+        ValueError: as :func:`label_counts`, ``eps <= 0``, no clip at all, or no clip with a label.
+    """
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    if len(label_ids) == 0:
+        raise ValueError("balanced_weights: no clip")
+    counts = label_counts(label_ids, num_classes)
+    per_class = 1.0 / (counts.astype(np.float64) + float(eps))
+    weights = np.array([per_class[sorted(set(int(c) for c in ids))].sum() if len(ids) else 0.0 for ids in label_ids])
+    unlabelled = int((weights == 0).sum())
+    if unlabelled == len(weights):
+        raise ValueError("balanced_weights: no clip has a label; balanced sampling needs labels")
+    if unlabelled:
+        logger.warning("balanced sampling: %d of %d clips have no label and are never drawn", unlabelled, len(weights))
+    return weights
+
+
+class BalancedSampler(Sampler[int]):
+    """Weighted sampling with replacement, distributed and resumable (see the module docstring).
+
+    Args:
+        weights: ``(N,)`` non-negative per-clip weights (e.g. :func:`balanced_weights`).
+        num_samples: draws per epoch over all ranks (e.g. the training set size, or a
+            fixed budget such as 200,000 for AudioSet's 2M clips).
+        num_replicas: world size ``W``.
+        rank: this process's rank in ``[0, W)``.
+        seed: base seed.
+
+    Attributes:
+        num_samples: this rank's draws per epoch (``total // W``).
+        total: draws per epoch over all ranks, as given.
+        epoch: the epoch whose draws are produced (:meth:`set_epoch`).
+        skip: indices of this rank's epoch list to leave out at the start (exact resume).
+    """
+
+    def __init__(self, weights: Sequence[float] | np.ndarray, *, num_samples: int, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or w.size == 0:
+            raise ValueError(f"weights must be a non-empty 1-D sequence, got shape {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be finite, >= 0, and not all 0")
+        for name, value, low in (("num_samples", num_samples, 1), ("num_replicas", num_replicas, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not (0 <= rank < num_replicas):
+            raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+        self.probabilities = w / w.sum()
+        self.total = int(num_samples)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.num_samples = self.total // self.num_replicas
+        if self.num_samples < 1:
+            raise ValueError(f"{self.total} draws per epoch cannot give each of {self.num_replicas} ranks one")
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draws :meth:`__iter__` produces (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def epoch_draws(self, epoch: int | None = None) -> np.ndarray:
+        """All ``total`` draws of epoch ``epoch`` (default :attr:`epoch`), every rank's: ``(total,)`` int64."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.choice(len(self.probabilities), size=self.total, replace=True, p=self.probabilities).astype(np.int64)
+
+    def rank_indices(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's epoch list (before :attr:`skip`): ``(num_samples,)`` int64."""
+        draws = self.epoch_draws(epoch)
+        return draws[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        if not (0 <= self.skip <= self.num_samples):
+            raise ValueError(f"skip must be in [0, {self.num_samples}], got {self.skip}")
+        return iter(self.rank_indices()[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def shard_label_ids(folder: str | os.PathLike) -> tuple[list[list[int]], int]:
+    """Label ids of every sample of a prepared shard folder, in the global sample order.
+
+    Reads only the small ``KEY.json`` member of each sample (``os.pread`` at the offsets of
+    the shard indexes).
+
+    Args:
+        folder: an output folder of ``zorro prepare``.
+
+    Returns:
+        ``(label_ids, num_classes)``: per sample its ``label_ids``; the vocabulary size.
+
+    Raises:
+        ValueError: not a prepared shard folder, an index whose sample count differs from
+            ``dataset.json``, a sample without a JSON member or ``label_ids``.
+        FileNotFoundError: a shard or index listed in ``dataset.json`` does not exist.
+    """
+    from zorro.data.shards.format import read_dataset_json, read_index, read_members
+
+    folder = Path(folder)
+    info = read_dataset_json(folder)
+    out: list[list[int]] = []
+    for shard in info["shards"]:
+        index = read_index(folder / shard["index"])
+        if len(index["samples"]) != int(shard["num_samples"]):
+            raise ValueError(f"{folder / shard['index']}: {len(index['samples'])} samples, dataset.json says {shard['num_samples']}")
+        fd = os.open(folder / shard["name"], os.O_RDONLY)
+        try:
+            for sample in index["samples"]:
+                if "json" not in sample["members"]:
+                    raise ValueError(f"{folder / shard['name']}: sample {sample.get('key')} has no json member")
+                meta = json.loads(read_members(fd, sample, ("json",))["json"])
+                if "label_ids" not in meta:
+                    raise ValueError(f"{folder / shard['name']}: sample {sample.get('key')} has no label_ids")
+                out.append([int(c) for c in meta["label_ids"]])
+        finally:
+            os.close(fd)
+    return out, len(info["labels"])

@@ -1,13 +1,16 @@
 """Media pipeline: time-aligned audio-video clips decoded on the fly from media files.
 
 Main entry points: :func:`read_clip` (one clip from one file), :class:`ClipDataset`
-(manifest or folder-per-class datasets), :func:`collate_clips` and
+(manifest or folder-per-class datasets), :class:`ShardDataset` and :class:`ShardSampler`
+(training from shards prepared by ``zorro prepare``), :func:`collate_clips` and
 :func:`split_by_modality` (batching with missing modalities), :class:`SkipTracker`
 (counting unreadable files across DataLoader workers), :class:`LabelVocab`.
 """
 
 from zorro.data.collate import SkipTracker, collate_clips, split_by_modality
 from zorro.data.datasets import ClipDataset, LabelVocab, ManifestEntry, Skipped, read_manifest, scan_folder
+from zorro.data.shards.reader import ShardDataset
+from zorro.data.shards.sampler import ShardSampler
 from zorro.data.decode import Clip, DecodeError, MediaInfo, MediaReader, available_backends, probe, read_clip
 from zorro.data.transforms import (
     IMAGENET_MEAN,
@@ -27,6 +30,8 @@ __all__ = [
     "probe",
     "read_clip",
     "ClipDataset",
+    "ShardDataset",
+    "ShardSampler",
     "LabelVocab",
     "ManifestEntry",
     "Skipped",

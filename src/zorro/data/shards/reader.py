@@ -1,0 +1,483 @@
+"""Random access to prepared shards: :class:`ShardDataset`, the reading side of ``zorro prepare``.
+
+A prepared folder (see :mod:`zorro.data.shards.format`) holds ``dataset.json``, tar shards in
+the WebDataset layout and one ``.index.json`` per shard giving each member's byte offset and
+size. :class:`ShardDataset` reads one sample with one ``os.pread`` on the shard's file
+descriptor (each process opens each shard once, when it first needs it, and loads that
+shard's index then), decodes only the frames the clip uses, and returns the item dict of
+:class:`~zorro.data.ClipDataset`::
+
+    {"audio": (samples,) float32 or None, "video": (3, T, S, S) float32 normalised or None,
+     "label": int (single-label) or (num_classes,) float32 multi-hot,
+     "index": int, "path": str (source file), "start": float (s), "padded": bool}
+
+With ``video_dtype="uint8"`` the video is ``(3, T, S, S)`` uint8 RGB instead, left for the
+trainer to normalise on its device (:func:`normalize_uint8_video`): a quarter of the bytes
+to move between processes and no float pass in the loader.
+
+Frames: training draws one random-resized crop box and flip per clip (the same for every
+frame), evaluation takes the centred square of the short side; the box is cut from the
+decoded uint8 frames and resized by ``torch.nn.functional.interpolate`` in uint8 (bilinear,
+antialiased). Time: when a stored window is longer than ``duration``, training draws the
+clip's offset uniformly and evaluation takes the centred clip; audio and frames use the same
+offset. A clip that reaches past the stored audio is zero-padded and marked ``padded``.
+
+Damage never stops a run: a missing shard or index file, a shard cut short, an unreadable
+metadata, JPEG or audio member all make :meth:`ShardDataset.__getitem__` return a
+:class:`~zorro.data.Skipped` record (the collate function drops it and counts it;
+:class:`~zorro.data.SkipTracker` logs each damaged shard or sample once). A sample is never
+returned with a zero tensor standing in for a member it could not read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from zorro.data.datasets import LabelVocab, Skipped
+from zorro.data.shards.format import AUDIO_SUFFIXES, DATASET_JSON, FORMAT_NAME, FORMAT_VERSION, decode_audio, is_frame_suffix
+from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop_box, random_resized_crop_box
+
+logger = logging.getLogger(__name__)
+
+VIDEO_DTYPES = ("float32", "uint8")
+JPEG_DECODERS = ("auto", "simplejpeg", "pillow")
+
+
+class _Damaged(Exception):
+    """A shard, index or member that cannot be read; ``where`` names it for the skip log."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+def normalize_uint8_video(
+    video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """uint8 RGB video ``(..., 3, T, H, W)`` (0..255) -> float32 ``(x / 255 - mean) / std`` on
+    the tensor's own device (use it on the training device for ``video_dtype="uint8"``)."""
+    if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8 or video.dim() < 4 or video.shape[-4] != 3:
+        raise ValueError(f"expected a uint8 (..., 3, T, H, W) video tensor, got {getattr(video, 'dtype', type(video))} {tuple(getattr(video, 'shape', ()))}")
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise ValueError(f"mean and std need 3 values each (std > 0), got {tuple(mean)} and {tuple(std)}")
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=video.device).view(3, 1, 1, 1)
+    offset = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=video.device).view(3, 1, 1, 1)
+    out = video.to(torch.float32)
+    return out.mul_(scale).add_(offset)
+
+
+def _jpeg_decoder(name: str):
+    """A function ``(data: bytes) -> (H, W, 3) uint8 array`` that raises on damaged data."""
+    if name not in JPEG_DECODERS:
+        raise ValueError(f"jpeg_decoder must be one of {JPEG_DECODERS}, got {name!r}")
+    if name in ("auto", "simplejpeg"):
+        try:
+            import simplejpeg
+        except ImportError:
+            if name == "simplejpeg":
+                raise ImportError("jpeg_decoder='simplejpeg' needs the simplejpeg package (pip install simplejpeg)") from None
+        else:
+            def decode(data: bytes) -> np.ndarray:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+
+            return decode
+    from PIL import Image
+
+    def decode_pillow(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
+                raise ValueError(f"not a JPEG ({im.format})")
+            return np.asarray(im.convert("RGB"))
+
+    return decode_pillow
+
+
+class _OpenShard:
+    """One shard in one process: its file descriptor and its index (loaded on first use)."""
+
+    def __init__(self, path: Path, index_path: Path, expected: int) -> None:
+        self.path = path
+        self.fd = -1
+        self.size = 0
+        self.samples: list[dict[str, Any]] = []
+        try:
+            with open(index_path, encoding="utf-8") as fh:
+                index = json.load(fh)
+        except FileNotFoundError:
+            raise _Damaged(str(index_path), "shard index file is missing") from None
+        except (OSError, ValueError) as exc:
+            raise _Damaged(str(index_path), f"shard index is unreadable ({exc})") from None
+        samples = index.get("samples") if isinstance(index, dict) else None
+        if not isinstance(samples, list):
+            raise _Damaged(str(index_path), "shard index has no 'samples' list")
+        if len(samples) != expected:
+            logger.warning("%s lists %d samples, dataset.json says %d; the missing ones are skipped", index_path, len(samples), expected)
+        self.samples = samples
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise _Damaged(str(path), "shard file is missing") from None
+        except OSError as exc:
+            raise _Damaged(str(path), f"shard file cannot be opened ({exc})") from None
+        self.size = os.fstat(self.fd).st_size
+
+    def read_members(self, local: int) -> tuple[str, dict[str, bytes]]:
+        """The key and the members (suffix -> bytes) of sample ``local`` of this shard."""
+        where = f"{self.path}#{local}"
+        if local >= len(self.samples):
+            raise _Damaged(where, "sample is missing from the shard index")
+        entry = self.samples[local]
+        try:
+            key = str(entry["key"])
+            spans = {str(s): (int(v[0]), int(v[1])) for s, v in entry["members"].items()}
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise _Damaged(where, f"malformed index entry ({exc!r})") from None
+        where = f"{self.path}#{key}"
+        if not spans:
+            raise _Damaged(where, "sample has no members")
+        lo = min(off for off, _ in spans.values())
+        hi = max(off + size for off, size in spans.values())
+        if lo < 0 or hi > self.size:
+            raise _Damaged(where, f"shard is truncated ({self.size} bytes, the sample needs bytes {lo}..{hi})")
+        if hi - lo <= 2 * sum(size for _, size in spans.values()) + 4096:
+            blob = os.pread(self.fd, hi - lo, lo)  # one read: a sample's members are adjacent in the tar
+            if len(blob) != hi - lo:
+                raise _Damaged(where, "shard is truncated (short read)")
+            view = memoryview(blob)
+            return key, {s: view[off - lo : off - lo + size] for s, (off, size) in spans.items()}
+        members = {}
+        for s, (off, size) in spans.items():
+            data = os.pread(self.fd, size, off)
+            if len(data) != size:
+                raise _Damaged(where, "shard is truncated (short read)")
+            members[s] = memoryview(data)
+        return key, members
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ShardDataset(Dataset):
+    """Clips read from a prepared shard folder (``zorro prepare``); items as :class:`~zorro.data.ClipDataset`.
+
+    Args:
+        root: the folder holding ``dataset.json`` (or the path of ``dataset.json``).
+        vocab: label vocabulary to map names to ids; default the folder's own ``labels``.
+            Every label of the folder must be in it (an eval folder uses the training vocab).
+        train: random clip offset, random-resized crop and flip; otherwise the centred clip
+            and the centre crop.
+        duration: clip length (s); at most the stored window (a shorter stored window is
+            padded). None: the stored window.
+        num_frames: frames per clip (chosen among the stored frames nearest the clip's frame
+            times); None: as stored.
+        image_size: square crop side ``S`` (pixels).
+        sample_rate: audio rate (Hz); must equal the stored rate (no resampling). None: stored.
+        audio, video: return these modalities (a sample lacking one still yields the other).
+        mean, std: per-channel normalisation of float32 video (default ImageNet).
+        scale, ratio, hflip_prob: random-resized-crop parameters (training only).
+        seed: base seed; item randomness depends only on ``(seed, epoch, index)``.
+        video_dtype: ``"float32"`` (normalised, as ClipDataset) or ``"uint8"`` (0..255 RGB;
+            normalise on the device with :func:`normalize_uint8_video`).
+        jpeg_decoder: ``"auto"`` (simplejpeg when installed, else Pillow), ``"simplejpeg"``,
+            ``"pillow"``.
+
+    Attributes:
+        info: the contents of ``dataset.json``.
+        shard_sizes: samples per shard, in the global order (for :class:`ShardSampler`).
+        num_skipped: samples skipped in this process; ``num_read``: samples read in this
+            process (main process when ``num_workers=0``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        vocab: LabelVocab | None = None,
+        train: bool = True,
+        duration: float | None = None,
+        num_frames: int | None = None,
+        image_size: int = 224,
+        sample_rate: int | None = None,
+        audio: bool = True,
+        video: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        scale: Sequence[float] = (0.25, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+        hflip_prob: float = 0.5,
+        seed: int = 0,
+        video_dtype: str = "float32",
+        jpeg_decoder: str = "auto",
+    ) -> None:
+        path = Path(root)
+        meta_path = path if path.name == DATASET_JSON else path / DATASET_JSON
+        if not meta_path.is_file():
+            raise ValueError(f"{str(path)!r} is not a prepared shard folder: {meta_path} does not exist (make one with `zorro prepare`)")
+        try:
+            info = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{meta_path} is not readable JSON ({exc})") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
+            raise ValueError(f"{meta_path} is not a zorro shard description (format {info.get('format') if isinstance(info, dict) else None!r}, expected {FORMAT_NAME!r})")
+        if int(info.get("format_version", -1)) > FORMAT_VERSION:
+            raise ValueError(f"{meta_path} has format_version {info.get('format_version')}; this zorro reads up to {FORMAT_VERSION}: upgrade zorro")
+        for name in ("shards", "labels"):
+            if not isinstance(info.get(name), list):
+                raise ValueError(f"{meta_path} has no {name!r} list")
+        if video_dtype not in VIDEO_DTYPES:
+            raise ValueError(f"video_dtype must be one of {VIDEO_DTYPES}, got {video_dtype!r}")
+        if not (audio or video):
+            raise ValueError("at least one of audio/video must be True")
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std need 3 values (RGB, std > 0), got {tuple(mean)} and {tuple(std)}")
+        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        if duration is not None and not duration > 0:
+            raise ValueError(f"duration must be > 0 seconds or None, got {duration!r}")
+        if num_frames is not None and (not isinstance(num_frames, (int, np.integer)) or num_frames < 1):
+            raise ValueError(f"num_frames must be a positive int or None, got {num_frames!r}")
+        self.root = meta_path.parent
+        self.info = info
+        self.multi_label = bool(info.get("multi_label", False))
+        own = list(info["labels"])
+        self.vocab = vocab if vocab is not None else LabelVocab(own)
+        missing = [n for n in own if n not in self.vocab]
+        if missing:
+            raise ValueError(f"{meta_path} has labels not in the given vocabulary: {missing[:5]}")
+        self._label_map = np.array([self.vocab.index(n) for n in own], dtype=np.int64)
+        self.shards: list[dict[str, Any]] = []
+        for i, s in enumerate(info["shards"]):
+            try:
+                self.shards.append({"name": str(s["name"]), "index": str(s["index"]), "num_samples": int(s["num_samples"])})
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{meta_path}: shard entry {i} needs name, index and num_samples, got {s!r}") from None
+        self.shard_sizes = [s["num_samples"] for s in self.shards]
+        self._offsets = np.concatenate([[0], np.cumsum(self.shard_sizes)]).astype(np.int64).tolist()
+        if self._offsets[-1] < 1:
+            raise ValueError(f"{meta_path} lists no samples")
+        stored_rate = (info.get("settings") or {}).get("sample_rate")
+        if sample_rate is not None and stored_rate is not None and int(stored_rate) != int(sample_rate):
+            raise ValueError(f"the shards hold audio at {stored_rate} Hz, the dataset was asked for {sample_rate} Hz (shards are not resampled: prepare them at this rate)")
+        self.train = bool(train)
+        self.duration = None if duration is None else float(duration)
+        self.num_frames = None if num_frames is None else int(num_frames)
+        self.image_size = int(image_size)
+        self.sample_rate = None if sample_rate is None else int(sample_rate)
+        self.audio = bool(audio)
+        self.video = bool(video)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.hflip_prob = float(hflip_prob)
+        self.seed = int(seed)
+        self.video_dtype = video_dtype
+        self.jpeg_decoder = jpeg_decoder
+        _jpeg_decoder(jpeg_decoder)  # unknown names / missing packages fail here
+        self._norm_scale = torch.tensor([1.0 / (255.0 * s) for s in self.std]).view(3, 1, 1, 1)
+        self._norm_offset = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1, 1)
+        self.epoch = 0
+        self.num_skipped = 0
+        self.num_read = 0
+        self._logged: set[str] = set()
+        self._open: dict[int, _OpenShard | _Damaged] = {}
+        self._pid = -1
+        self._decode_jpeg = None
+
+    # ----------------------------------------------------------------- sizes and labels
+
+    @property
+    def num_classes(self) -> int:
+        """Number of labels in the vocabulary."""
+        return len(self.vocab)
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random offsets and crops are drawn (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(shard number, position in that shard)`` of global sample ``index``."""
+        shard = bisect.bisect_right(self._offsets, index) - 1
+        return shard, index - self._offsets[shard]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_open"], state["_pid"], state["_decode_jpeg"] = {}, -1, None  # each process opens its own
+        return state
+
+    def close(self) -> None:
+        """Close the shard files this process opened (they reopen on the next read)."""
+        for shard in self._open.values():
+            if isinstance(shard, _OpenShard):
+                shard.close()
+        self._open = {}
+
+    def _shard(self, number: int) -> _OpenShard:
+        if self._pid != os.getpid():  # a forked worker: open its own descriptors
+            self._open, self._pid, self._decode_jpeg = {}, os.getpid(), None
+        shard = self._open.get(number)
+        if shard is None:
+            s = self.shards[number]
+            try:
+                shard = _OpenShard(self.root / s["name"], self.root / s["index"], s["num_samples"])
+            except _Damaged as exc:
+                shard = exc  # remembered: a missing shard is looked for once per process
+            self._open[number] = shard
+        if isinstance(shard, _Damaged):
+            raise shard
+        return shard
+
+    def _label(self, meta: dict[str, Any]) -> int | torch.Tensor:
+        ids = meta.get("label_ids")
+        if not isinstance(ids, list) or not ids:
+            raise ValueError("metadata has no label_ids")
+        mapped = [int(self._label_map[int(i)]) for i in ids]
+        if self.multi_label:
+            y = torch.zeros(len(self.vocab), dtype=torch.float32)
+            y[mapped] = 1.0
+            return y
+        if len(mapped) != 1:
+            raise ValueError(f"sample has {len(mapped)} labels in a single-label dataset")
+        return mapped[0]
+
+    # ----------------------------------------------------------------- reading
+
+    def __getitem__(self, index: int) -> dict[str, Any] | Skipped:
+        if not isinstance(index, (int, np.integer)) or not (0 <= index < len(self)):
+            raise IndexError(f"index {index!r} out of range for a dataset of {len(self)} samples")
+        index = int(index)
+        number, local = self.locate(index)
+        self.num_read += 1
+        try:
+            shard = self._shard(number)
+            key, members = shard.read_members(local)
+            return self._item(index, f"{shard.path}#{key}", key, members)
+        except _Damaged as exc:
+            return self._skip(index, exc.where, exc.reason)
+
+    def _skip(self, index: int, where: str, reason: str) -> Skipped:
+        self.num_skipped += 1
+        if where not in self._logged:
+            self._logged.add(where)
+            logger.debug("skipping damaged shard data %s: %s", where, reason)
+        return Skipped(index, where, reason)
+
+    def _item(self, index: int, where: str, key: str, members: dict[str, memoryview]) -> dict[str, Any]:
+        if "json" not in members:
+            raise _Damaged(where, "sample has no metadata (.json) member")
+        try:
+            meta = json.loads(bytes(members["json"]))
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+            label = self._label(meta)
+            start = float(meta.get("start") or 0.0)
+            end = meta.get("end")
+            stored_len = None if end is None else max(0.0, float(end) - start)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise _Damaged(where, f"unreadable metadata ({exc})") from None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        audio_suffix = next((s for s in AUDIO_SUFFIXES if s in members), None)
+        frame_suffixes = sorted(s for s in members if is_frame_suffix(s))
+        want_audio = self.audio and audio_suffix is not None
+        want_video = self.video and bool(frame_suffixes)
+        if not (want_audio or want_video):
+            raise _Damaged(where, "sample has none of the requested modalities")
+        rate = int(meta.get("sample_rate") or self.sample_rate or 16000)
+        if self.sample_rate is not None and want_audio and rate != self.sample_rate:
+            raise _Damaged(where, f"audio stored at {rate} Hz, {self.sample_rate} Hz requested")
+        if stored_len is None:
+            stored_len = self.duration or 0.0
+        clip_len = self.duration if self.duration is not None else stored_len
+        slack = max(0.0, stored_len - clip_len)
+        offset = float(rng.uniform(0.0, slack)) if (self.train and slack > 0) else slack / 2.0
+        padded = bool(meta.get("padded", False))
+        audio = None
+        if want_audio:
+            try:
+                wave = np.asarray(decode_audio(bytes(members[audio_suffix]), audio_suffix), dtype=np.float32)
+            except Exception as exc:  # any decoder failure is damage of this member
+                raise _Damaged(where, f"unreadable audio member {key}.{audio_suffix} ({type(exc).__name__}: {exc})") from None
+            if wave.ndim != 1:
+                raise _Damaged(where, f"audio member {key}.{audio_suffix} is not mono (shape {wave.shape})")
+            need = int(round(clip_len * rate)) if clip_len > 0 else wave.shape[0]
+            first = int(round(offset * rate))
+            piece = wave[first : first + need]
+            if piece.shape[0] < need:
+                padded = True
+                piece = np.concatenate([piece, np.zeros(need - piece.shape[0], dtype=np.float32)])
+            audio = torch.from_numpy(np.ascontiguousarray(piece))
+        video = None
+        if want_video:
+            video = self._frames(where, key, members, frame_suffixes, offset, clip_len, stored_len, rng)
+        return {
+            "audio": audio,
+            "video": video,
+            "label": label,
+            "index": index,
+            "path": str(meta.get("path", where)),
+            "start": start + offset,
+            "padded": padded,
+        }
+
+    def _frames(self, where: str, key: str, members: dict[str, memoryview], suffixes: list[str], offset: float,
+                clip_len: float, stored_len: float, rng: np.random.Generator) -> torch.Tensor:
+        stored = len(suffixes)
+        n = self.num_frames or stored
+        if stored_len > 0 and clip_len > 0:
+            times = offset + (np.arange(n) + 0.5) * (clip_len / n)  # the clip's frame times, s after the window start
+            chosen = np.clip(np.floor(times * stored / stored_len), 0, stored - 1).astype(np.int64)
+        else:
+            chosen = np.minimum(np.arange(n) * stored // n, stored - 1)
+        if self._decode_jpeg is None:
+            self._decode_jpeg = _jpeg_decoder(self.jpeg_decoder)
+        decoded: dict[int, np.ndarray] = {}
+        for j in sorted(set(chosen.tolist())):
+            try:
+                decoded[j] = self._decode_jpeg(members[suffixes[j]])
+            except Exception as exc:  # any decoder failure is damage of this member
+                raise _Damaged(where, f"unreadable JPEG member {key}.{suffixes[j]} ({type(exc).__name__}: {exc})") from None
+        shapes = {a.shape for a in decoded.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+            raise _Damaged(where, f"frames of differing or non-RGB shapes {sorted(shapes)}")
+        h, w, _ = next(iter(shapes))
+        frames = np.empty((n, h, w, 3), dtype=np.uint8)
+        for i, j in enumerate(chosen.tolist()):
+            frames[i] = decoded[j]
+        if self.train:
+            box = random_resized_crop_box(w, h, rng, scale=self.scale, ratio=self.ratio, hflip_prob=self.hflip_prob)
+        else:
+            box = center_crop_box(w, h)
+        x0 = min(max(int(round(box.x)), 0), w - 1)
+        y0 = min(max(int(round(box.y)), 0), h - 1)
+        x1 = min(max(int(round(box.x + box.w)), x0 + 1), w)
+        y1 = min(max(int(round(box.y + box.h)), y0 + 1), h)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, :, y0:y1, x0:x1]  # (T, 3, h, w), channels-last memory
+        s = self.image_size
+        if (y1 - y0, x1 - x0) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        if box.flip:
+            x = x.flip(-1)
+        x = x.permute(1, 0, 2, 3)  # (3, T, S, S)
+        if self.video_dtype == "uint8":
+            return x.contiguous()
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out.copy_(x)
+        return out.mul_(self._norm_scale).add_(self._norm_offset)

@@ -8,10 +8,10 @@ import av
 import numpy as np
 
 
-def _audio_channels(frame: Any, channels: int) -> Sequence[np.ndarray]:
+def _audio_channels(frame: Any, channels: int) -> Sequence[np.ndarray] | None:
     """A decoded audio frame's channels, each ``(samples,)`` float32 in [-1, 1]: read-only
     views of the frame's buffers for float formats (what AAC, MP3, Opus and Vorbis decoders
-    output), converted arrays otherwise."""
+    output), converted arrays otherwise; None for an unknown sample format."""
     name = frame.format.name
     samples = frame.samples
     if name == "fltp":
@@ -21,24 +21,41 @@ def _audio_channels(frame: Any, channels: int) -> Sequence[np.ndarray]:
     return _audio_to_planar_float(frame)
 
 
-def _audio_to_planar_float(frame: Any) -> np.ndarray:
-    """A decoded audio frame as ``(channels, samples)`` float32 in [-1, 1]."""
-    arr = frame.to_ndarray()
-    fmt = frame.format
+# FFmpeg sample formats (packed name; the planar one adds "p"): numpy dtype, and the
+# (offset, scale) that maps a sample onto [-1, 1].
+_SAMPLE_FORMATS: dict[str, tuple[type, float, float]] = {
+    "u8": (np.uint8, 128.0, 1.0 / 128.0),
+    "s16": (np.int16, 0.0, 1.0 / 32768.0),
+    "s32": (np.int32, 0.0, 1.0 / 2147483648.0),
+    "s64": (np.int64, 0.0, 1.0 / 9223372036854775808.0),
+    "flt": (np.float32, 0.0, 1.0),
+    "dbl": (np.float64, 0.0, 1.0),
+}
+
+
+def _audio_to_planar_float(frame: Any) -> np.ndarray | None:
+    """A decoded audio frame as ``(channels, samples)`` float32 in [-1, 1], read from the
+    frame's buffers for every FFmpeg sample format (``AudioFrame.to_ndarray`` rejects some,
+    e.g. ``s64`` that a damaged header can select); None for a format FFmpeg may add later."""
+    name = frame.format.name
+    planar = name.endswith("p")
+    spec = _SAMPLE_FORMATS.get(name[:-1] if planar else name)
+    if spec is None:
+        return None
+    dtype, offset, scale = spec
     channels = len(frame.layout.channels)
-    if not fmt.is_planar:
-        arr = arr.reshape(-1, channels).T
-    if arr.dtype == np.int16:
-        arr = arr.astype(np.float32) / 32768.0
-    elif arr.dtype == np.int32:
-        arr = arr.astype(np.float32) / 2147483648.0
-    elif arr.dtype == np.uint8:
-        arr = (arr.astype(np.float32) - 128.0) / 128.0
-    elif arr.dtype == np.int64:
-        arr = (arr.astype(np.float64) / 9223372036854775808.0).astype(np.float32)
+    samples = frame.samples
+    if planar:
+        arr = np.stack([np.frombuffer(plane, dtype=dtype, count=samples) for plane in frame.planes[:channels]])
     else:
-        arr = arr.astype(np.float32, copy=False)
-    return arr
+        arr = np.frombuffer(frame.planes[0], dtype=dtype, count=samples * channels).reshape(samples, channels).T
+    if dtype in (np.float32, np.float64):
+        return arr.astype(np.float32)
+    out = arr.astype(np.float64 if dtype == np.int64 else np.float32)
+    if offset:
+        out -= offset
+    out *= scale
+    return out.astype(np.float32, copy=False)
 
 
 def _downmix(buf: np.ndarray, layout: Any, out: np.ndarray | None = None) -> np.ndarray:

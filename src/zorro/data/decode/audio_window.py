@@ -65,6 +65,9 @@ class PyAVAudioWindow:
             hi = min(off + samples, n)
             if hi > lo:
                 data = _audio_channels(frame, channels)
+                if data is None:  # a sample format this code does not know: drop the frame
+                    self._skipped += 1
+                    continue
                 for c in range(channels):
                     buf[c, lo:hi] = data[c][lo - off : hi - off]
                 valid[lo:hi] = True

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import av
 import numpy as np
+
+from zorro.data.decode.errors import DecodeError, decoder_failure
+
+logger = logging.getLogger(__name__)
 
 
 def _drain(cc: Any):
@@ -27,22 +32,55 @@ def _flush(cc: Any) -> None:
     """Reset a decoder for the next seek; a decoder that cannot flush is left as it is."""
     try:
         cc.flush_buffers()
-    except Exception:
+    except av.error.FFmpegError:
         pass
-
 
 
 class PacketDecoding:
     """Seeking and packet-by-packet decoding (a mixin of ``MediaReader``)."""
 
     def _seek(self, stream: Any, t: float) -> None:
-        """Seek ``stream`` to the last keyframe at or before container time ``t`` (s)."""
+        """Seek ``stream`` to the last keyframe at or before container time ``t`` (s); when the
+        demuxer refuses, to the start of the file (decoding then runs forward from there).
+
+        Raises:
+            DecodeError: the demuxer refuses both seeks (e.g. ``av.error.PermissionError`` from
+                a damaged index).
+        """
         tb = stream.time_base
         target = max(t, 0.0) + self._origin
         try:
+            if not tb:
+                raise ValueError("stream without a time base")
             self._container.seek(int(math.floor(target / tb)), stream=stream, backward=True, any_frame=False)
-        except av.error.FFmpegError:
-            self._container.seek(0)  # unseekable: decode from the beginning
+        except (av.error.FFmpegError, ValueError, OverflowError):
+            try:
+                self._container.seek(0)  # unseekable: decode from the beginning
+            except av.error.FFmpegError as exc:
+                raise DecodeError(self.path, f"cannot seek to {t:.3f} s nor to the start: {decoder_failure(exc)}") from exc
+
+    def _demux(self, stream: Any) -> Iterator[Any]:
+        """The packets of ``stream`` from the current position. A demuxer error (damaged
+        container data, e.g. ``av.error.MemoryError`` for a packet size no allocation can
+        satisfy) ends the stream there: it is counted in ``self._skipped`` and logged once per
+        reader, and the frames decoded so far stand (padding covers the rest)."""
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as exc:
+                if decoder_failure(exc) is None:
+                    raise
+                self._skipped += 1
+                if not self._demux_error_logged:
+                    self._demux_error_logged = True
+                    logger.debug("%s: %s stream ends early: %s", self.path, stream.type, decoder_failure(exc))
+                return
+            yield packet
 
     def _decode_packets(self, stream: Any, stop_time: float, targets: np.ndarray | None = None):
         """Yield decoded frames of ``stream`` from the current position, skipping packets the
@@ -66,7 +104,7 @@ class PacketDecoding:
         cc = stream.codec_context
         lookahead = 16
         queue: collections.deque = collections.deque()
-        source = itertools.chain(self._container.demux(stream), [None])
+        source = itertools.chain(self._demux(stream), [None])
         try:
             for incoming in source:
                 if incoming is not None:
@@ -106,7 +144,7 @@ class PacketDecoding:
         origin = self._origin
         cc = stream.codec_context
         try:
-            for packet in self._container.demux(stream):
+            for packet in self._demux(stream):
                 decoded = self._decode_packet(packet)
                 if decoded is None:
                     return

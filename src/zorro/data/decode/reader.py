@@ -13,7 +13,7 @@ from av.video.reformatter import VideoReformatter
 
 from zorro.data.decode.audio_window import PyAVAudioWindow
 from zorro.data.decode.clip import Clip, MediaInfo
-from zorro.data.decode.errors import DecodeError
+from zorro.data.decode.errors import DecodeError, decode_errors
 from zorro.data.decode.packets import PacketDecoding
 from zorro.data.decode.planned_video import PlannedVideo
 from zorro.data.decode.streams import _check_path, _pick_stream, _stream_span, available_backends
@@ -79,6 +79,7 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
             raise ValueError("backend='torchcodec' requested but torchcodec is not importable")
         self.backend = backend
         self.threads = threads
+        self._demux_error_logged = False
         try:
             self._container = av.open(self.path, mode="r")
         except av.error.FFmpegError as exc:
@@ -86,8 +87,9 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise DecodeError(self.path, f"cannot open it ({exc})") from exc
         try:
-            self._setup()
-        except DecodeError:
+            with decode_errors(self.path, "reading the stream parameters"):
+                self._setup()
+        except BaseException:
             self.close()
             raise
         self._tc_video = None
@@ -97,22 +99,25 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
     def _setup(self) -> None:
         c = self._container
         self._origin = (c.start_time / 1e6) if c.start_time is not None else 0.0
-        self._vstream = _pick_stream(c, "video")
-        self._astream = _pick_stream(c, "audio")
-        if self._vstream is None and self._astream is None:
+        problems: list[str] = []
+        self._vstream = _pick_stream(c, "video", problems)
+        self._astream = _pick_stream(c, "audio", problems)
+        if self._vstream is None and self._astream is None and not problems:
             raise DecodeError(self.path, "no audio or video stream")
         if self._vstream is not None:
             cc = self._vstream.codec_context
-            if self.threads == 0:
-                self._vstream.thread_type = "AUTO"
-            else:
-                cc.thread_count = self.threads
-            if self.fast_decode and cc.name in ("h264", "hevc"):
-                cc.options = {**dict(cc.options or {}), "skip_loop_filter": "all", "flags2": "+fast"}
             if not cc.width or not cc.height:
+                problems.append(f"video stream #{self._vstream.index} has no frame dimensions")
                 self._vstream = None  # undecodable video parameters: treat as absent
+            else:
+                if self.threads == 0:
+                    self._vstream.thread_type = "AUTO"
+                else:
+                    cc.thread_count = self.threads
+                if self.fast_decode and cc.name in ("h264", "hevc"):
+                    cc.options = {**dict(cc.options or {}), "skip_loop_filter": "all", "flags2": "+fast"}
         if self._vstream is None and self._astream is None:
-            raise DecodeError(self.path, "no decodable audio or video stream")
+            raise DecodeError(self.path, "no decodable audio or video stream (" + "; ".join(problems) + ")")
         vs = ve = as_ = ae = None
         width = height = None
         fps = None
@@ -236,7 +241,8 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
             if tc is not None:
                 wave, a_valid, sk = tc
             else:
-                wave, a_valid, sk = self._pyav_audio_window(start, duration, sample_rate)
+                with decode_errors(self.path, f"decoding audio in [{start:.3f}, {start + duration:.3f}) s"):
+                    wave, a_valid, sk = self._pyav_audio_window(start, duration, sample_rate)
             skipped += sk
         frames = None
         v_valid = 0
@@ -254,7 +260,8 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
             if tc is not None:
                 frames, v_valid, times = tc
             else:
-                frames, v_valid, times, sk = self._pyav_video_window(start, duration, num_frames, image_size, box)
+                with decode_errors(self.path, f"decoding video in [{start:.3f}, {start + duration:.3f}) s"):
+                    frames, v_valid, times, sk = self._pyav_video_window(start, duration, num_frames, image_size, box)
                 skipped += sk
         has_audio = wave is not None and a_valid > 0
         has_video = frames is not None and v_valid > 0

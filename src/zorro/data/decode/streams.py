@@ -36,22 +36,33 @@ def _check_path(path: str | os.PathLike) -> str:
 
 
 def _is_attached_picture(stream: Any) -> bool:
-    try:
-        return bool(stream.disposition & av.stream.Disposition.attached_pic)
-    except Exception:
+    disposition = getattr(stream, "disposition", None)
+    flag = getattr(getattr(av.stream, "Disposition", None), "attached_pic", None)
+    if disposition is None or flag is None:  # a PyAV without dispositions
         return False
+    return bool(disposition & flag)
 
 
-def _pick_stream(container: Any, kind: str) -> Any | None:
-    streams = [s for s in getattr(container.streams, kind) if not (kind == "video" and _is_attached_picture(s))]
+def _pick_stream(container: Any, kind: str, problems: list[str]) -> Any | None:
+    """The stream of ``kind`` (``"audio"`` / ``"video"``) to decode, or None. Streams FFmpeg
+    has no decoder for (no codec context: an unknown or damaged codec id) and cover pictures
+    are passed over; why a stream was passed over is appended to ``problems``."""
+    streams = []
+    for s in getattr(container.streams, kind):
+        if kind == "video" and _is_attached_picture(s):
+            continue
+        if s.codec_context is None:
+            problems.append(f"{kind} stream #{s.index} has no decoder (codec context)")
+            continue
+        streams.append(s)
     if not streams:
         return None
     try:
         best = container.streams.best(kind)
-        if best is not None and best in streams:
-            return best
-    except Exception:
-        pass
+    except (av.error.FFmpegError, ValueError):  # no "best" stream: take the first
+        best = None
+    if best is not None and best in streams:
+        return best
     return streams[0]
 
 

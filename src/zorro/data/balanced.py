@@ -25,11 +25,9 @@ logs such clips.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -168,9 +166,6 @@ class BalancedSampler(Sampler[int]):
 def shard_label_ids(folder: str | os.PathLike) -> tuple[list[list[int]], int]:
     """Label ids of every sample of a prepared shard folder, in the global sample order.
 
-    Reads only the small ``KEY.json`` member of each sample (``os.pread`` at the offsets of
-    the shard indexes).
-
     Args:
         folder: an output folder of ``zorro prepare``.
 
@@ -178,28 +173,15 @@ def shard_label_ids(folder: str | os.PathLike) -> tuple[list[list[int]], int]:
         ``(label_ids, num_classes)``: per sample its ``label_ids``; the vocabulary size.
 
     Raises:
-        ValueError: not a prepared shard folder, an index whose sample count differs from
-            ``dataset.json``, a sample without a JSON member or ``label_ids``.
-        FileNotFoundError: a shard or index listed in ``dataset.json`` does not exist.
+        ValueError: as :func:`zorro.data.sample_meta.sample_metadata`, or a sample without
+            ``label_ids``.
     """
-    from zorro.data.shards.format import read_dataset_json, read_index, read_members
+    from zorro.data.sample_meta import sample_metadata
 
-    folder = Path(folder)
-    info = read_dataset_json(folder)
-    out: list[list[int]] = []
-    for shard in info["shards"]:
-        index = read_index(folder / shard["index"])
-        if len(index["samples"]) != int(shard["num_samples"]):
-            raise ValueError(f"{folder / shard['index']}: {len(index['samples'])} samples, dataset.json says {shard['num_samples']}")
-        fd = os.open(folder / shard["name"], os.O_RDONLY)
-        try:
-            for sample in index["samples"]:
-                if "json" not in sample["members"]:
-                    raise ValueError(f"{folder / shard['name']}: sample {sample.get('key')} has no json member")
-                meta = json.loads(read_members(fd, sample, ("json",))["json"])
-                if "label_ids" not in meta:
-                    raise ValueError(f"{folder / shard['name']}: sample {sample.get('key')} has no label_ids")
-                out.append([int(c) for c in meta["label_ids"]])
-        finally:
-            os.close(fd)
+    samples, info = sample_metadata(folder)
+    out = []
+    for i, s in enumerate(samples):
+        if "label_ids" not in s:
+            raise ValueError(f"{folder}: sample {i} has no label_ids")
+        out.append([int(c) for c in s["label_ids"]])
     return out, len(info["labels"])

@@ -85,7 +85,7 @@ def _demo_default() -> dict[str, Any]:
     data = DEMO_SETTINGS["data"]
     return dict(
         DEMO_SETTINGS["model"],
-        batch=DEMO_SETTINGS["finetune"]["batch_size"], audio_seconds=data["duration"],
+        batch=DEMO_SETTINGS["finetune"]["data"]["batch_size"], audio_seconds=data["duration"],
         frames=data["num_frames"], size=data["image_size"],
     )
 
@@ -402,13 +402,13 @@ def _demo_pretrain_steps(cfg: dict[str, Any], inputs: dict[str, Any], task: dict
     from zorro.train import TrainConfig, build_task
 
     pre = DEMO_SETTINGS["pretrain"]
-    batch = int(pre["batch_size"])
+    batch = int(pre["data"]["batch_size"])
     objectives, optimizers = {}, {}
     for domain in ("waveform", "fbank"):
         torch.manual_seed(0)
-        tc = TrainConfig(task="pretrain", model=dict(cfg), proj_dim=pre["proj_dim"], temperature=pre["temperature"],
-                         intra_weight=pre["intra_weight"], cross_view=pre["cross_view"],
-                         augment={**pre["augment"], "audio_domain": domain})
+        objective = pre["objective"]
+        tc = TrainConfig(task="pretrain", model={"arch": dict(cfg)},
+                         objective={**objective, "augment": {**objective["augment"], "audio_domain": domain}})
         objectives[domain] = build_task(tc, Zorro(**cfg), None).train()
         optimizers[domain] = torch.optim.AdamW(objectives[domain].parameters(), lr=1e-4)
     frontend = objectives["fbank"].task.backbone.audio_frontend
@@ -430,7 +430,7 @@ def _demo_pretrain_steps(cfg: dict[str, Any], inputs: dict[str, Any], task: dict
             optimizers[domain].step()
             if i >= task["warmup"]:
                 times[domain].append(time.perf_counter() - t0)
-    out: dict[str, Any] = {"batch": batch, "augment": pre["augment"]}
+    out: dict[str, Any] = {"batch": batch, "augment": pre["objective"]["augment"]}
     for domain, ts in times.items():
         med = statistics.median(ts)
         out[domain] = {"times": ts, "median_s": med, "clips_per_s": batch / med}

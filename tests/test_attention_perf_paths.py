@@ -312,11 +312,11 @@ def test_grad_checkpointing_keeps_outputs_and_gradients_and_saves_memory():
 def test_train_config_grad_checkpointing_reaches_the_backbone():
     from zorro.train import TrainConfig, build_backbone
 
-    cfg = TrainConfig(task="pretrain", model={"dim": 32, "depth": 1, "dim_head": 16, "heads": 2}, grad_checkpointing=True)
+    cfg = TrainConfig(task="pretrain", model={"arch": {"dim": 32, "depth": 1, "dim_head": 16, "heads": 2}, "grad_checkpointing": True})
     assert build_backbone(cfg).grad_checkpointing
-    assert not build_backbone(TrainConfig(task="pretrain", model={"dim": 32, "depth": 1, "dim_head": 16, "heads": 2})).grad_checkpointing
+    assert not build_backbone(TrainConfig(task="pretrain", model={"arch": {"dim": 32, "depth": 1, "dim_head": 16, "heads": 2}})).grad_checkpointing
     with pytest.raises(TypeError, match="grad_checkpointing"):
-        TrainConfig(task="pretrain", grad_checkpointing="yes")
+        TrainConfig(task="pretrain", model={"grad_checkpointing": "yes"})
 
 
 @pytest.mark.slow

@@ -275,7 +275,7 @@ def test_cross_view_objective_averages_the_four_view_pairings():
     with pytest.raises(TypeError, match="cross_view"):
         ContrastiveObjective(task, fusion_weight=1.0, global_weight=1.0, cross_view="yes")
     with pytest.raises(TypeError, match="cross_view"):
-        TrainConfig(task="pretrain", cross_view=1)
+        TrainConfig(task="pretrain", objective={"cross_view": 1})
 
 
 @pytest.mark.parametrize("options, error", [
@@ -300,10 +300,10 @@ def test_train_config_checks_augment_options_up_front():
     from zorro.train import TrainConfig
 
     with pytest.raises(ValueError, match="unknown augment options"):
-        TrainConfig(augment={"zooom": [0.8, 1.2]})
+        TrainConfig(objective={"augment": {"zooom": [0.8, 1.2]}})
     with pytest.raises(ValueError, match="zoom"):
-        TrainConfig(augment={"zoom": [1.2, 0.8]})
-    assert TrainConfig(augment={"zoom": [0.8, 1.2]}).augment == {"zoom": [0.8, 1.2]}
+        TrainConfig(objective={"augment": {"zoom": [1.2, 0.8]}})
+    assert TrainConfig(objective={"augment": {"zoom": [0.8, 1.2]}}).objective.augment == {"zoom": [0.8, 1.2]}
 
 
 # ------------------------------------------------------------------ fbank-domain augmentation

@@ -16,11 +16,11 @@ from zorro.demo import build_avdigits, espeak_available
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="eSpeak NG is not available")
 
 TINY = {
-    "model": {"dim": 32, "depth": 1, "heads": 2, "dim_head": 16, "num_fusion_tokens": 2, "audio_patch_size": [16, 8],
-              "video_patch_size": 8, "fbank_num_mel_bins": 32, "return_token_types": ["AUDIO", "VIDEO", "FUSION", "GLOBAL"],
-              "spec_aug_freq_mask": 4, "spec_aug_time_mask": 4, "spec_aug_stretch_factor": 1.0},
-    "duration": 1.0, "num_frames": 4, "image_size": 32, "batch_size": 8, "epochs": 1, "num_workers": 0,
-    "warmup_steps": 1, "progress": False, "log_every": 1,
+    "model": {"arch": {"dim": 32, "depth": 1, "heads": 2, "dim_head": 16, "num_fusion_tokens": 2, "audio_patch_size": [16, 8],
+                       "video_patch_size": 8, "fbank_num_mel_bins": 32, "return_token_types": ["AUDIO", "VIDEO", "FUSION", "GLOBAL"],
+                       "spec_aug_freq_mask": 4, "spec_aug_time_mask": 4, "spec_aug_stretch_factor": 1.0}},
+    "data": {"duration": 1.0, "num_frames": 4, "image_size": 32, "batch_size": 8, "num_workers": 0},
+    "optim": {"epochs": 1, "warmup_steps": 1}, "run": {"progress": False, "log_every": 1},
 }
 
 
@@ -57,9 +57,9 @@ def test_pretrain_train_evaluate_embed_from_the_command_line(avdigits, tmp_path,
     common = ["--config", str(cfg), "--train-manifest", str(avdigits / "train.csv"), "--eval-manifest", str(avdigits / "test.csv")]
     assert main(["pretrain", *common, "--out", str(pre)]) == 0
     assert (pre / "model" / "model.safetensors").exists() and (pre / "eval_metrics.json").exists()
-    assert main(["train", *common, "--out", str(ft), "--init-from", str(pre), "--set", "lr=0.002"]) == 0
+    assert main(["train", *common, "--out", str(ft), "--init-from", str(pre), "--set", "optim.lr=0.002"]) == 0
     saved = json.loads((ft / "config.json").read_text())
-    assert saved["lr"] == 0.002 and saved["init_from"] == str(pre) and saved["task"] == "supervised"
+    assert saved["optim"]["lr"] == 0.002 and saved["model"]["init_from"] == str(pre) and saved["task"] == "supervised"
     assert json.loads((ft / "labels.json").read_text())
     capsys.readouterr()
     assert main(["evaluate", str(ft), "--manifest", str(avdigits / "test.csv"), "--num-workers", "0", "--output", str(tmp_path / "m.json")]) == 0
@@ -81,6 +81,17 @@ def test_errors_are_reported_not_raised(tmp_path, caplog):
     assert main(["train", "--out", str(tmp_path)]) == 1
     assert "no training data" in caplog.text
     assert main(["evaluate", str(tmp_path), "--manifest", "nope.csv"]) == 1
+
+
+def test_flat_config_keys_are_reported_with_their_section(tmp_path, caplog):
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("lr: 3.0e-4\n")
+    assert main(["train", "--config", str(flat), "--out", str(tmp_path / "a")]) == 1
+    assert "'lr' moved to 'optim.lr'" in caplog.text
+    assert main(["train", "--set", "batch_size=4", "--out", str(tmp_path / "b")]) == 1
+    assert "'batch_size' moved to 'data.batch_size'" in caplog.text
+    assert main(["train", "--set", "model.depth=4", "--out", str(tmp_path / "c")]) == 1
+    assert "'model.depth' moved to 'model.arch.depth'" in caplog.text
 
 
 def test_audio_stats(avdigits, capsys):

@@ -32,7 +32,7 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_supervised_learns_and_writes_the_run_folder(tmp_path):
-    metrics = train(tiny_config(tmp_path, epochs=4), ToyAV(missing_audio_every=5), ToyAV(n=32, seed=1), toy_vocab())
+    metrics = train(tiny_config(tmp_path, optim={"epochs": 4}), ToyAV(missing_audio_every=5), ToyAV(n=32, seed=1), toy_vocab())
     losses = _losses(tmp_path)
     assert losses[-1] < losses[0] * 0.8
     assert metrics["audio"]["top1"] > 0.5 and metrics["video"]["top1"] > 0.5  # 4 classes: chance is 0.25
@@ -42,7 +42,7 @@ def test_supervised_learns_and_writes_the_run_folder(tmp_path):
 
 
 def test_pretrain_runs_and_reports_retrieval(tmp_path):
-    metrics = train(tiny_config(tmp_path, task="pretrain", epochs=2), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
+    metrics = train(tiny_config(tmp_path, task="pretrain", optim={"epochs": 2}), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
     assert {"a2v_r1", "v2a_r1", "instance_a2v_r1"} <= set(metrics)
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     parts = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["parts"]
@@ -61,11 +61,11 @@ def test_ddp_two_processes_equal_one_process(tmp_path, task):
     # lr 1e-4: Adam turns a gradient element far below eps (1e-8) into an update of
     # lr * g / eps, so fp32 rounding differences of ~1e-11 between a 1-process and a
     # 2-process gradient become lr * 1e3 in the weights; at lr 3e-3 that reached 1e-5.
-    steps = dict(task=task, max_steps=3, epochs=1, ckpt_every=0, lr=1e-4)
+    steps = dict(task=task, optim={"max_steps": 3, "epochs": 1, "lr": 1e-4}, run={"ckpt_every": 0})
     single = tmp_path / "single"
-    train(tiny_config(single, batch_size=8, **steps), ToyAV(), None, toy_vocab())
+    train(tiny_config(single, data={"batch_size": 8}, **steps), ToyAV(), None, toy_vocab())
     ddp = tmp_path / "ddp"
-    mp.spawn(ddp_worker, args=(2, _free_port(), str(ddp), dict(batch_size=4, **steps)), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, _free_port(), str(ddp), dict(data={"batch_size": 4}, **steps)), nprocs=2, join=True)
     a, b = _weights(single / "model"), _weights(ddp / "model")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
@@ -75,11 +75,12 @@ def test_ddp_two_processes_equal_one_process(tmp_path, task):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"task": "pretrain", "intra_weight": 0.5}, {"task": "pretrain", "intra_weight": 0.5, "augment": {"audio_domain": "fbank"}}],
+    [{}, {"task": "pretrain", "objective": {"intra_weight": 0.5}},
+     {"task": "pretrain", "objective": {"intra_weight": 0.5, "augment": {"audio_domain": "fbank"}}}],
     ids=["supervised", "pretrain_two_view", "pretrain_fbank_domain"],
 )
 def test_resume_after_sigkill_is_exact(tmp_path, extra):
-    overrides = dict(epochs=3, ckpt_every=2, **extra)
+    overrides = dict(optim={"epochs": 3}, run={"ckpt_every": 2}, **extra)
     reference = tmp_path / "reference"
     train(tiny_config(reference, **overrides), ToyAV(), None, toy_vocab())
 
@@ -127,24 +128,24 @@ def test_warmup_cosine_schedule():
 
 def test_config_errors():
     with pytest.raises(ValueError, match="unknown training config keys"):
-        TrainConfig.from_dict({"lrr": 1.0})
+        TrainConfig.from_dict({"optim": {"lrr": 1.0}})
     with pytest.raises(ValueError, match="task"):
         TrainConfig(task="distill")
     with pytest.raises(ValueError, match="no training data"):
-        train(TrainConfig(out_dir="/tmp/unused"))
+        train(TrainConfig(run={"out_dir": "/tmp/unused"}))
 
 
 def test_numbers_written_as_yaml_text_are_accepted():
     import yaml
 
-    cfg = TrainConfig.from_dict(yaml.safe_load("lr: 3e-4\nweight_decay: 1e-2\n"))
-    assert cfg.lr == 3e-4 and cfg.weight_decay == 1e-2
+    cfg = TrainConfig.from_dict(yaml.safe_load("optim:\n  lr: 3e-4\n  weight_decay: 1e-2\n"))
+    assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay == 1e-2
     with pytest.raises(ValueError, match="lr must be a number"):
-        TrainConfig(lr="fast")
+        TrainConfig(optim={"lr": "fast"})
 
 
 def test_two_view_pretraining_runs_and_logs_its_terms(tmp_path):
-    metrics = train(tiny_config(tmp_path, task="pretrain", epochs=1, intra_weight=0.5), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
+    metrics = train(tiny_config(tmp_path, task="pretrain", optim={"epochs": 1}, objective={"intra_weight": 0.5}), ToyAV(), ToyAV(n=32, seed=1), toy_vocab())
     assert {"a2v_r1", "v2a_r1"} <= set(metrics)
     parts = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["parts"]
     assert {"audio_video", "audio_audio", "video_video", "temperature"} <= set(parts)
@@ -153,7 +154,7 @@ def test_two_view_pretraining_runs_and_logs_its_terms(tmp_path):
 def test_precision_auto_picks_bf16_only_where_it_is_native(monkeypatch):
     import warnings
 
-    import zorro.train as zt
+    import zorro.train.precision as zt
 
     monkeypatch.setattr(zt, "native_bf16", lambda device="cpu": False)
     assert zt.resolve_precision("auto") == "fp32"
@@ -167,7 +168,7 @@ def test_precision_auto_picks_bf16_only_where_it_is_native(monkeypatch):
         assert zt.resolve_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         zt.resolve_precision("fp16")
-    assert TrainConfig().precision == "auto"
+    assert TrainConfig().model.precision == "auto"
 
 
 def test_native_bf16_reads_the_cpu_flags(monkeypatch):
@@ -207,19 +208,20 @@ def test_supervised_augments_training_batches_only_when_asked():
     assert not torch.equal(plain(batch)[0], spied(batch)[0]) and Spy.calls == 2
     plain.eval(), spied.eval()
     assert torch.equal(plain(batch)[0], spied(batch)[0]) and Spy.calls == 2  # evaluation never augments
-    assert build_task(TrainConfig(task="supervised", model=TINY_MODEL), Zorro(**TINY_MODEL), 3).augment is None
-    cfg = TrainConfig(task="supervised", model=TINY_MODEL, augment={"zoom": [0.8, 1.2]})
+    assert build_task(TrainConfig(task="supervised", model={"arch": TINY_MODEL}), Zorro(**TINY_MODEL), 3).augment is None
+    cfg = TrainConfig(task="supervised", model={"arch": TINY_MODEL}, objective={"augment": {"zoom": [0.8, 1.2]}})
     assert build_task(cfg, Zorro(**TINY_MODEL), 3).augment.zoom == (0.8, 1.2)
 
 
 def test_trainer_resolves_auto_precision_without_changing_the_callers_config(tmp_path, monkeypatch):
     import zorro.train as zt
+    import zorro.train.precision
 
-    monkeypatch.setattr(zt, "native_bf16", lambda device="cpu": False)
-    cfg = tiny_config(tmp_path, precision="auto")
+    monkeypatch.setattr(zorro.train.precision, "native_bf16", lambda device="cpu": False)
+    cfg = tiny_config(tmp_path, model={"precision": "auto"})
     trainer = zt.Trainer(cfg, ToyAV(n=16), ToyAV(n=8, seed=1), toy_vocab())
-    assert trainer.cfg.precision == "fp32"
-    assert cfg.precision == "auto"
+    assert trainer.cfg.model.precision == "fp32"
+    assert cfg.model.precision == "auto"
 
 
 def test_cached_features_feed_training_with_the_same_losses():
@@ -252,10 +254,44 @@ def test_fbank_domain_pretraining_caches_features_and_learns(tmp_path):
     from zorro.train import CachedClips
 
     data = CachedClips(ToyAV())
-    cfg = tiny_config(tmp_path, task="pretrain", epochs=2, intra_weight=0.5, cross_view=True,
-                      augment={"audio_domain": "fbank", "speed": [0.8, 1.25]})
+    cfg = tiny_config(tmp_path, task="pretrain", optim={"epochs": 2},
+                      objective={"intra_weight": 0.5, "cross_view": True, "augment": {"audio_domain": "fbank", "speed": [0.8, 1.25]}})
     metrics = train(cfg, data, ToyAV(n=32, seed=1), toy_vocab())
     assert data.audio_features_key is not None and "audio_features" in data[0]
     assert {"a2v_r1", "v2a_r1"} <= set(metrics)
     losses = _losses(tmp_path)
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def test_flat_keys_name_the_section_they_moved_to():
+    import yaml
+
+    from zorro.train import sectioned
+
+    for flat, moved in [({"lr": 1e-3}, "'lr' moved to 'optim.lr'"), ({"batch_size": 4}, "'batch_size' moved to 'data.batch_size'"),
+                        ({"init_from": "x"}, "'init_from' moved to 'model.init_from'"), ({"seed": 1}, "'seed' moved to 'run.seed'"),
+                        ({"mixup_alpha": 0.2}, "'mixup_alpha' moved to 'objective.mixup_alpha'"),
+                        ({"model": {"depth": 4}}, "'model.depth' moved to 'model.arch.depth'"),
+                        ({"optim": {"proj_dim": 4}}, "'optim.proj_dim' moved to 'objective.proj_dim'")]:
+        with pytest.raises(ValueError, match=moved.replace(".", r"\.")):
+            TrainConfig.from_dict(flat)
+    with pytest.raises(ValueError, match="'epochs' moved to 'optim.epochs'"):
+        TrainConfig.from_dict(yaml.safe_load("task: pretrain\nepochs: 3\n"))
+    with pytest.raises(ValueError, match="unknown training config keys.*'optim.lrr'"):
+        TrainConfig.from_dict({"optim": {"lrr": 1.0}})
+    with pytest.raises(ValueError, match="unknown model.arch keys"):
+        TrainConfig(model={"arch": {"dim": 32, "depht": 2}})
+    # A run folder written with the flat layout still reads, through sectioned().
+    old = {"task": "pretrain", "model": {"dim": 32, "depth": 1}, "lr": 2e-3, "batch_size": 4, "seed": 5, "init_from": None}
+    cfg = TrainConfig.from_dict(sectioned(old))
+    assert (cfg.model.arch, cfg.optim.lr, cfg.data.batch_size, cfg.run.seed) == ({"dim": 32, "depth": 1}, 2e-3, 4, 5)
+
+
+def test_config_round_trips_through_its_dict_and_has_the_shard_keys():
+    cfg = TrainConfig(task="pretrain", model={"arch": {"dim": 32, "depth": 1}}, data={"train_shards": "out/train"},
+                      optim={"lr": 2e-3}, objective={"augment": {"zoom": [0.9, 1.1]}}, run={"seed": 3})
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.data.train_shards == "out/train" and again.data.eval_shards is None
+    assert set(cfg.to_dict()) == {"task", "model", "data", "optim", "objective", "run"}
+    with pytest.raises(TypeError, match="optim must be a mapping of its keys"):
+        TrainConfig(optim=3)

@@ -51,14 +51,17 @@ TINY_MODEL = dict(
 )
 
 
-def tiny_config(out_dir, **overrides):
-    """A TrainConfig for the toy data that runs in about a second."""
+def tiny_config(out_dir, task="supervised", **sections):
+    """A TrainConfig for the toy data that runs in about a second; ``sections`` update the
+    keys of a section, e.g. ``tiny_config(out, optim={"epochs": 4})``."""
     from zorro.train import TrainConfig
 
-    kw = dict(task="supervised", model=dict(TINY_MODEL), out_dir=str(out_dir), batch_size=8, epochs=2, lr=3e-3,
-              warmup_steps=2, precision="fp32", num_workers=0, progress=False, log_every=1, resume=True)
-    kw.update(overrides)
-    return TrainConfig(**kw)
+    config = {"model": {"arch": dict(TINY_MODEL), "precision": "fp32"}, "data": {"batch_size": 8, "num_workers": 0},
+              "optim": {"epochs": 2, "lr": 3e-3, "warmup_steps": 2},
+              "run": {"out_dir": str(out_dir), "progress": False, "log_every": 1, "resume": True}}
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return TrainConfig.from_dict({"task": task, **config})
 
 
 def toy_vocab(num_classes=4):

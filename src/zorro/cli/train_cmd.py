@@ -48,8 +48,9 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | None, overrides: list[str], **fixed: Any) -> dict[str, Any]:
-    """Read a YAML config (optional), apply ``--set`` overrides, then ``fixed`` values."""
+def load_config(path: str | None, overrides: list[str], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config (optional), apply ``--set`` overrides, then ``fixed`` values (a
+    nested dict like the config; ``None`` values, options not given, are left out)."""
     data: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
@@ -57,14 +58,27 @@ def load_config(path: str | None, overrides: list[str], **fixed: Any) -> dict[st
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     data = merge(data, parse_overrides(overrides))
-    return merge(data, {k: v for k, v in fixed.items() if v is not None})
+    return merge(data, _given(fixed or {}))
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without ``None`` entries (recursively) and without sections left empty."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _given(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="YAML file of TrainConfig fields (see docs/training.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set lr=3e-4 --set model.depth=4 (repeatable)")
-    p.add_argument("--out", help="run folder (config field out_dir)")
+    p.add_argument("--config", "-c", help="YAML file of TrainConfig sections: model, data, optim, objective, run (see docs/training.md)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=3e-4 --set model.arch.depth=4 (repeatable)")
+    p.add_argument("--out", help="run folder (config key run.out_dir)")
     p.add_argument("--train-manifest", help="training manifest (CSV/JSONL)")
     p.add_argument("--eval-manifest", help="evaluation manifest (CSV/JSONL)")
 
@@ -75,10 +89,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _run_training(args: argparse.Namespace, task: str) -> int:
     from zorro.train import TrainConfig, train
 
-    data = load_config(
-        args.config, args.overrides, task=task, out_dir=args.out, train_manifest=args.train_manifest,
-        eval_manifest=args.eval_manifest, init_from=getattr(args, "init_from", None),
-    )
+    data = load_config(args.config, args.overrides, {
+        "task": task, "run": {"out_dir": args.out}, "model": {"init_from": getattr(args, "init_from", None)},
+        "data": {"train_manifest": args.train_manifest, "eval_manifest": args.eval_manifest},
+    })
     cfg = TrainConfig.from_dict(data)
     metrics = train(cfg)
     if metrics:
@@ -105,9 +119,9 @@ def _load_run(run_dir: Path):
     from zorro.data import LabelVocab
     from zorro.model import Zorro
     from zorro.tasks import ZorroClassifier
-    from zorro.train import TrainConfig
+    from zorro.train import TrainConfig, sectioned
 
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = TrainConfig.from_dict(sectioned(json.loads((run_dir / "config.json").read_text())))  # older runs: flat
     vocab = LabelVocab.load(run_dir / "labels.json")
     backbone = Zorro.from_pretrained(str(run_dir / "model"))
     model = ZorroClassifier(backbone, len(vocab))
@@ -128,7 +142,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model, vocab, cfg = _load_run(run_dir)
     dataset = build_dataset(cfg, args.manifest, train=False, vocab=vocab)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_clips)
-    metrics = evaluate_classifier(model, loader, multi_label=cfg.multi_label)
+    metrics = evaluate_classifier(model, loader, multi_label=cfg.data.multi_label)
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -229,5 +243,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="data/avdigits", help="dataset cache folder")
     p.add_argument("--quick", action="store_true", help="tiny data and few steps (a smoke run, not the real demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a demo setting (e.g. --set pretrain.epochs=2)")
+                   help="override a demo setting (e.g. --set pretrain.optim.epochs=2)")
     p.set_defaults(func=_cmd_demo)

@@ -64,10 +64,12 @@ DEMO_SETTINGS: dict[str, Any] = {
     # the budget then holds 8 pre-training epochs (1,000 steps) + 2 fine-tuning epochs on a
     # 2-core AVX2 EPYC (docs/training.md has the measurements). Fine-tuning at lr 2e-3 beat
     # 1e-3 and 3e-3 over 2 epochs (audio-only 0.936 vs 0.918 / 0.912 on the same pre-training).
-    "pretrain": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05, "proj_dim": 64,
-                 "temperature": 0.1, "intra_weight": 0.5, "cross_view": True,
-                 "augment": {"max_shift_fraction": 0.0625, "audio_domain": "fbank"}},
-    "finetune": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.05, "label_smoothing": 0.1},
+    # "pretrain" and "finetune" hold sections of zorro.train.TrainConfig (--set pretrain.optim.epochs=9).
+    "pretrain": {"optim": {"epochs": 8, "lr": 2e-3, "warmup_steps": 20, "weight_decay": 0.05}, "data": {"batch_size": 64},
+                 "objective": {"proj_dim": 64, "temperature": 0.1, "intra_weight": 0.5, "cross_view": True,
+                               "augment": {"max_shift_fraction": 0.0625, "audio_domain": "fbank"}}},
+    "finetune": {"optim": {"epochs": 2, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.05}, "data": {"batch_size": 32},
+                 "objective": {"label_smoothing": 0.1}},
     "num_workers": 2,
     "probe_train_clips": 2000,  # training clips whose class centroids the pre-training probe uses
     # fp32: this small model trains faster in fp32 than under bf16 autocast on CPUs without
@@ -78,8 +80,8 @@ DEMO_SETTINGS: dict[str, Any] = {
 QUICK_SETTINGS: dict[str, Any] = {
     "data": {"num_train": 60, "num_test": 30},
     "model": {"depth": 1, "dim": 64, "dim_head": 16},
-    "pretrain": {"epochs": 1, "batch_size": 16, "warmup_steps": 1},
-    "finetune": {"epochs": 1, "batch_size": 16, "warmup_steps": 1},
+    "pretrain": {"optim": {"epochs": 1, "warmup_steps": 1}, "data": {"batch_size": 16}},
+    "finetune": {"optim": {"epochs": 1, "warmup_steps": 1}, "data": {"batch_size": 16}},
 }
 
 
@@ -140,10 +142,15 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
     logger.info("decoded %d train / %d test clips (%d + %d unreadable); fbank mean %.3f std %.3f",
                 len(train_set), len(test_set), train_set.num_skipped, test_set.num_skipped, mean, std)
 
-    common = dict(precision=s["precision"], num_workers=0, seed=d["seed"], resume=False, log_every=5, eval_batch_size=128)
+    def train_config(task: str, stage: str, **model: Any) -> TrainConfig:
+        common = {"task": task, "model": {"arch": model_kwargs, "precision": s["precision"], **model},
+                  "data": {"num_workers": 0, "eval_batch_size": 128},
+                  "run": {"out_dir": str(out_dir / stage), "seed": d["seed"], "resume": False, "log_every": 5}}
+        return TrainConfig.from_dict(_merge(common, s[stage]))
+
     t = time.perf_counter()
     logger.info("step 3/4: contrastive pre-training (no labels)")
-    pre_cfg = TrainConfig(task="pretrain", model=model_kwargs, out_dir=str(out_dir / "pretrain"), **common, **s["pretrain"])
+    pre_cfg = train_config("pretrain", "pretrain")
     pretrainer = Trainer(pre_cfg, train_set, test_set, vocab)
     retrieval = pretrainer.fit()
     # Class centroids from the first probe_train_clips training clips (a few hundred a class
@@ -157,9 +164,7 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
 
     t = time.perf_counter()
     logger.info("step 4/4: supervised fine-tuning from the pre-trained backbone")
-    ft_settings = {k: v for k, v in s["finetune"].items()}
-    ft_cfg = TrainConfig(task="supervised", model=model_kwargs, init_from=str(out_dir / "pretrain" / "model"),
-                         out_dir=str(out_dir / "finetune"), **common, **ft_settings)
+    ft_cfg = train_config("supervised", "finetune", init_from=str(out_dir / "pretrain" / "model"))
     finetuner = Trainer(ft_cfg, train_set, test_set, vocab)
     results = finetuner.fit()
     timings["finetune"] = time.perf_counter() - t

@@ -1,0 +1,44 @@
+"""Training: contrastive pre-training and supervised fine-tuning in one plain PyTorch loop.
+
+Start with :func:`train` (or :class:`Trainer`) and :class:`TrainConfig`. The package's
+modules, one idea each:
+
+- :mod:`~zorro.train.config`: :class:`TrainConfig` and its sections (model / data / optim /
+  objective / run), YAML-ready, with errors that say where a misplaced key belongs;
+- :mod:`~zorro.train.build`: the backbone, objective, augmentation and datasets of a config;
+- :mod:`~zorro.train.objectives`: :class:`SupervisedObjective` and :class:`ContrastiveObjective`;
+- :mod:`~zorro.train.features`: :class:`CachedClips`, the in-memory clip and feature cache;
+- :mod:`~zorro.train.optim`: AdamW parameter groups and the warm-up + cosine schedule;
+- :mod:`~zorro.train.precision`: native bf16 detection, ``"auto"`` precision, autocast;
+- :mod:`~zorro.train.distributed`: torchrun process-group set-up and the resumable sampler;
+- :mod:`~zorro.train.rng`: seeding;
+- :mod:`~zorro.train.loop`: :class:`Trainer` (the loop, checkpoints, exact resume) and :func:`train`.
+
+Every name below is importable from ``zorro.train`` directly.
+"""
+
+from zorro.train.build import build_augment, build_backbone, build_dataset, build_task
+from zorro.train.config import (
+    TASKS,
+    DataSection,
+    ModelSection,
+    ObjectiveSection,
+    OptimSection,
+    RunSection,
+    TrainConfig,
+    sectioned,
+)
+from zorro.train.distributed import DistInfo, ResumableSampler, init_distributed
+from zorro.train.features import CachedClips
+from zorro.train.loop import NonFiniteLossError, Trainer, train
+from zorro.train.objectives import ContrastiveObjective, SupervisedObjective
+from zorro.train.optim import param_groups, warmup_cosine
+from zorro.train.precision import PRECISIONS, native_bf16, resolve_precision
+from zorro.train.rng import seed_everything
+
+__all__ = [
+    "TASKS", "PRECISIONS", "TrainConfig", "ModelSection", "DataSection", "OptimSection", "ObjectiveSection", "RunSection",
+    "sectioned", "NonFiniteLossError", "Trainer", "train", "DistInfo", "init_distributed", "ResumableSampler", "CachedClips",
+    "SupervisedObjective", "ContrastiveObjective", "param_groups", "warmup_cosine", "seed_everything", "build_backbone",
+    "build_augment", "build_task", "build_dataset", "native_bf16", "resolve_precision",
+]

@@ -1,0 +1,88 @@
+"""Building a run's parts from its :class:`~zorro.train.config.TrainConfig`: the backbone,
+the objective module of the task, the augmentation, and the datasets read from manifests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from torch import nn
+
+from zorro.augment import ClipAugment
+from zorro.data import ClipDataset, LabelVocab
+from zorro.model import Zorro
+from zorro.tasks import ZorroClassifier, ZorroPretrainer
+from zorro.train.objectives import ContrastiveObjective, SupervisedObjective
+
+if TYPE_CHECKING:
+    from zorro.train.config import TrainConfig
+
+__all__ = ["build_augment", "build_backbone", "build_dataset", "build_task"]
+
+logger = logging.getLogger("zorro.train")
+
+
+def build_augment(options: Mapping[str, Any]) -> ClipAugment:
+    """A :class:`~zorro.augment.ClipAugment` from a config dict (lists become tuples);
+    unknown keys raise ``ValueError``."""
+    known = {f.name for f in fields(ClipAugment) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown augment options {unknown}; known: {sorted(known)}")
+    return ClipAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+
+
+def build_backbone(cfg: TrainConfig) -> Zorro:
+    """The Zorro backbone: from ``cfg.model.init_from`` when given, else new from
+    ``cfg.model.arch``; with activation checkpointing when ``cfg.model.grad_checkpointing``."""
+    m = cfg.model
+    if m.init_from:
+        src = Path(m.init_from)
+        folder = src / "model" if (src / "model" / "config.json").exists() else src
+        logger.info("initialising the backbone from %s", folder)
+        model = Zorro.from_pretrained(str(folder))
+    else:
+        model = Zorro(**m.arch)
+    return model.set_grad_checkpointing(m.grad_checkpointing)
+
+
+def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn.Module:
+    """The objective module of ``cfg.task`` around ``backbone`` (``num_classes`` is needed
+    by the supervised task only)."""
+    o = cfg.objective
+    if cfg.task == "pretrain":
+        task = ZorroPretrainer(backbone, proj_dim=o.proj_dim, temperature=o.temperature, batch_norm=o.proj_batch_norm)
+        return ContrastiveObjective(task, fusion_weight=o.fusion_weight, global_weight=o.global_weight, intra_weight=o.intra_weight,
+                                    augment=build_augment(o.augment), cross_view=o.cross_view)
+    if not num_classes:
+        raise ValueError("supervised training needs labels (a manifest with a label column)")
+    task = ZorroClassifier(backbone, num_classes)
+    # Supervised runs augment only when options are given (pre-training always does: its two
+    # views need it), so an empty ``augment`` keeps plain supervised training unchanged.
+    augment = build_augment(o.augment) if o.augment else None
+    return SupervisedObjective(task, multi_label=cfg.data.multi_label, label_smoothing=o.label_smoothing, mixup_alpha=o.mixup_alpha,
+                               augment=augment)
+
+
+def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelVocab | None) -> ClipDataset:
+    """A :class:`~zorro.data.ClipDataset` over ``manifest`` with the config's clip geometry
+    (``cfg.data``) and seed (``cfg.run.seed``)."""
+    d = cfg.data
+    return ClipDataset.from_manifest(
+        manifest,
+        root=d.data_root,
+        vocab=vocab,
+        multi_label=d.multi_label,
+        train=train,
+        duration=d.duration,
+        num_frames=d.num_frames,
+        image_size=d.image_size,
+        sample_rate=d.sample_rate,
+        clips_per_video=1 if train else d.eval_clips,
+        seed=cfg.run.seed,
+        backend=d.decoder,
+        seek_mode=d.seek_mode,
+        fast_decode=d.fast_decode,
+    )

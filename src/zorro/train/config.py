@@ -1,0 +1,306 @@
+"""The training configuration: :class:`TrainConfig`, one small dataclass per section.
+
+A config file (YAML) has the run's ``task`` at the top and five sections::
+
+    task: supervised            # "pretrain" (contrastive, no labels) or "supervised"
+    model:                      # the backbone and how it computes        -> ModelSection
+      arch: {dim: 256, depth: 6}  # keyword arguments of zorro.Zorro (see zorro.ZorroConfig)
+      init_from: null           # start from a from_pretrained folder or a run folder
+      precision: auto           # auto | fp32 | bf16
+      compile: false
+      grad_checkpointing: false
+    data:                       # what is read and how it is batched       -> DataSection
+      train_manifest: train.csv
+      eval_manifest: test.csv
+      batch_size: 32
+    optim:                      # optimiser and schedule                   -> OptimSection
+      lr: 1.0e-3
+      epochs: 10
+    objective:                  # the loss, its heads and augmentation     -> ObjectiveSection
+      label_smoothing: 0.1
+    run:                        # the run folder and its bookkeeping       -> RunSection
+      out_dir: runs/default
+      seed: 0
+
+Section names are ``model``, ``data``, ``optim``, ``objective`` and ``run``; every key of
+every section is listed (with its default and unit) on the section's dataclass below. On
+the command line ``--set section.key=value`` overrides one key (``--set optim.lr=3e-4``,
+``--set model.arch.depth=4``). A key written without its section (the flat layout of
+earlier versions, e.g. ``lr: 3e-4``) raises ``ValueError`` saying where it moved
+(``'lr' moved to 'optim.lr'``); :func:`sectioned` converts a whole flat dict, for run
+folders written by those versions.
+
+Python code builds a config the same way, with a dict or a section object per section::
+
+    TrainConfig(task="pretrain", optim={"lr": 2e-3}, run=RunSection(out_dir="runs/pre"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from zorro.model import ZorroConfig
+from zorro.train.build import build_augment
+from zorro.train.precision import PRECISIONS
+
+__all__ = [
+    "TASKS", "PRECISIONS", "SECTIONS", "TrainConfig", "ModelSection", "DataSection", "OptimSection", "ObjectiveSection",
+    "RunSection", "sectioned",
+]
+
+TASKS = ("pretrain", "supervised")
+
+
+class _Section:
+    """What every section shares: numbers written as YAML text are read as numbers, and
+    :meth:`from_dict` names a key that belongs to another section."""
+
+    name = ""  # the section's key in a config file
+
+    def _coerce_numbers(self) -> None:
+        for f in fields(self):  # YAML 1.1 reads "3e-4" as text: accept numbers written that way
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, str):
+                try:
+                    setattr(self, f.name, float(value))
+                except ValueError:
+                    raise ValueError(f"{self.name}.{f.name} must be a number, got {value!r}") from None
+
+    def _check_bools(self, *names: str) -> None:
+        for n in names:
+            if not isinstance(getattr(self, n), bool):
+                raise TypeError(f"{self.name}.{n} must be true or false, got {getattr(self, n)!r}")
+
+    def _check_positive_ints(self, *names: str) -> None:
+        for n in names:
+            value = getattr(self, n)
+            if isinstance(value, bool) or int(value) != value or int(value) < 1:
+                raise ValueError(f"{self.name}.{n} must be an integer >= 1, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """The section from a mapping of its keys; a key of another section, or an unknown
+        key, raises ``ValueError`` naming where it belongs or the keys this section has."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"config section {cls.name!r} must be a mapping of keys, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(_misplaced_message(unknown, cls.name, known))
+        return cls(**dict(data))
+
+
+@dataclass
+class ModelSection(_Section):
+    """``model``: the backbone and how it computes."""
+
+    name = "model"
+
+    arch: dict[str, Any] = field(default_factory=lambda: {"dim": 256, "depth": 6})  # zorro.Zorro keyword arguments
+    init_from: str | None = None  # backbone weights: a from_pretrained folder or a run folder
+    precision: str = "auto"  # "bf16" autocast, "fp32", or "auto" (bf16 where the hardware runs it natively)
+    compile: bool = False  # torch.compile the backbone
+    grad_checkpointing: bool = False  # recompute each layer's activations in backward (less memory, ~1/3 more compute)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, Mapping):
+            raise TypeError(f"model.arch must be a mapping of zorro.Zorro keyword arguments, got {self.arch!r}")
+        known = {f.name for f in fields(ZorroConfig)}
+        unknown = sorted(set(self.arch) - known)
+        if unknown:
+            raise ValueError(f"unknown model.arch keys {unknown}; zorro.Zorro takes {sorted(known)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"model.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self._check_bools("compile", "grad_checkpointing")
+
+
+@dataclass
+class DataSection(_Section):
+    """``data``: where clips come from, their geometry, decoding, and batching."""
+
+    name = "data"
+
+    train_manifest: str | None = None  # CSV/JSONL manifest (path,label[,start,end])
+    eval_manifest: str | None = None  # evaluated at the end (and every run.eval_every epochs)
+    train_shards: str | None = None  # prepared shard folder (`zorro prepare`) to train from
+    eval_shards: str | None = None  # prepared shard folder to evaluate on
+    data_root: str | None = None  # relative manifest paths are resolved against it
+    multi_label: bool = False  # labels are sets (sigmoid BCE, mAP) instead of one class
+    duration: float = 2.0  # clip length (s)
+    num_frames: int = 8  # frames per clip
+    image_size: int = 224  # square crop side (pixels)
+    sample_rate: int = 16000  # audio rate (Hz)
+    eval_clips: int = 1  # evenly spaced clips per file at evaluation
+    decoder: str = "pyav"  # "pyav", "torchcodec" or "auto"
+    seek_mode: str = "exact"  # "exact" frames, or "keyframe" (approximate, much faster on long files)
+    fast_decode: bool = False  # skip h264 deblocking (small pixel error, faster)
+    cache_decoded: bool = False  # decode every clip once and keep it in memory (small data)
+    num_workers: int = 2  # DataLoader worker processes
+    batch_size: int = 32  # clips per process, per micro-batch
+    eval_batch_size: int = 64  # clips per evaluation batch
+
+    def __post_init__(self) -> None:
+        self._coerce_numbers()
+        self._check_positive_ints("batch_size", "num_frames", "image_size", "eval_batch_size")
+        if not self.duration > 0:
+            raise ValueError(f"data.duration must be > 0 (seconds), got {self.duration!r}")
+
+
+@dataclass
+class OptimSection(_Section):
+    """``optim``: AdamW, the learning-rate schedule, clipping and accumulation."""
+
+    name = "optim"
+
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimiser steps (None: epochs)
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.05  # AdamW decay on matrices (none on norms, biases, tokens)
+    warmup_steps: int = 100  # linear warm-up (optimiser steps)
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    accum_steps: int = 1  # micro-batches per optimiser step
+
+    def __post_init__(self) -> None:
+        self._coerce_numbers()
+        self._check_positive_ints("epochs", "accum_steps")
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr!r}")
+
+
+@dataclass
+class ObjectiveSection(_Section):
+    """``objective``: the loss of either task, its heads, and augmentation."""
+
+    name = "objective"
+
+    label_smoothing: float = 0.1  # supervised
+    mixup_alpha: float = 0.0  # supervised; 0 = off
+    proj_dim: int = 128  # contrastive projection width
+    temperature: float | None = None  # fixed InfoNCE temperature (None: learned, clamped)
+    proj_batch_norm: bool = True  # standardise outputs over the global batch before projecting
+    fusion_weight: float = 1.0  # weight of the o_F term of the contrastive loss
+    global_weight: float = 1.0  # weight of the o_G term of the contrastive loss
+    intra_weight: float = 0.0  # weight of the two-view audio-audio and video-video terms (0 = one view)
+    cross_view: bool = False  # two views; the audio-video term averages all four view pairings
+    augment: dict[str, Any] = field(default_factory=dict)  # ClipAugment options: pre-training's two views; supervised: off when empty
+
+    def __post_init__(self) -> None:
+        self._coerce_numbers()
+        self._check_bools("cross_view")
+        if not isinstance(self.augment, Mapping):
+            raise TypeError(f"objective.augment must be a mapping of ClipAugment options, got {self.augment!r}")
+        build_augment(self.augment)  # unknown or bad options fail here, not at the first batch
+
+
+@dataclass
+class RunSection(_Section):
+    """``run``: the run folder, seeding, checkpoints, logs and evaluation cadence."""
+
+    name = "run"
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    ckpt_every: int = 0  # optimiser steps between checkpoints (0 = end of each epoch only)
+    keep_checkpoints: int = 2
+    log_every: int = 10  # optimiser steps between log lines
+    eval_every: int = 0  # epochs between evaluations (0 = at the end only)
+    resume: bool = True  # continue from the run folder's latest checkpoint
+    progress: bool = True  # progress on rank 0: a bar on a terminal, periodic log lines otherwise
+    tensorboard: bool = True  # TensorBoard event files in OUT/tensorboard beside log.jsonl
+
+    def __post_init__(self) -> None:
+        self._check_bools("resume", "progress", "tensorboard")
+
+
+_SECTION_TYPES: dict[str, type[_Section]] = {
+    cls.name: cls for cls in (ModelSection, DataSection, OptimSection, ObjectiveSection, RunSection)
+}
+SECTIONS = tuple(_SECTION_TYPES)
+
+#: ``key -> "section.key"`` for every key of every section (where a flat key moved to).
+_HOME = {f.name: f"{name}.{f.name}" for name, cls in _SECTION_TYPES.items() for f in fields(cls)}
+if len(_HOME) != sum(len(fields(cls)) for cls in _SECTION_TYPES.values()):  # a key in two sections
+    raise RuntimeError("two training config sections share a key name; flat keys could not be placed")
+
+
+def _misplaced_message(keys: list[str], where: str, known: set[str]) -> str:
+    """``ValueError`` text for ``keys`` found at ``where`` ("" = top level) that are not there."""
+    prefix = f"{where}." if where else ""
+    moves, unknown = [], []
+    for key in keys:
+        if key in _HOME:
+            moves.append(f"'{prefix}{key}' moved to '{_HOME[key]}'")
+        elif where == "model" and key in {f.name for f in fields(ZorroConfig)}:
+            moves.append(f"'model.{key}' moved to 'model.arch.{key}'")
+        else:
+            unknown.append(key)
+    parts = []
+    if moves:
+        parts.append("; ".join(moves) + " (the training config is sectioned: see zorro.train.config)")
+    if unknown:
+        parts.append(f"unknown training config keys {[prefix + k for k in unknown]}; known {where or 'top-level'} keys: {sorted(known)}")
+    return "; ".join(parts)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved (resolved) as ``config.json`` in the run folder.
+
+    ``model``, ``data``, ``optim``, ``objective`` and ``run`` take a section object or a
+    mapping of that section's keys (see the module docstring)."""
+
+    task: str = "supervised"  # "pretrain" (contrastive, no labels) or "supervised"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name, cls in _SECTION_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setattr(self, name, cls.from_dict(value))
+            elif not isinstance(value, cls):
+                raise TypeError(f"{name} must be a mapping of its keys or a {cls.__name__}, got {type(value).__name__}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a nested dict (e.g. parsed YAML). A key outside its section raises
+        ``ValueError`` naming the section it belongs in; unknown keys raise ``ValueError``."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a training config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        misplaced = sorted(set(data) - known)
+        if misplaced:
+            raise ValueError(_misplaced_message(misplaced, "", known))
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dict (the layout :meth:`from_dict` reads)."""
+        return asdict(self)
+
+
+def sectioned(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config dict (the layout of earlier versions: every key at the top, Zorro
+    settings in ``model``) rewritten into sections; keys already sectioned are kept.
+
+    For reading ``config.json`` of run folders written before sections existed; unknown
+    keys are kept at the top level, so :meth:`TrainConfig.from_dict` still reports them."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key == "model" and isinstance(value, Mapping) and not (set(value) & {f.name for f in fields(ModelSection)}):
+            out.setdefault("model", {})["arch"] = dict(value)
+        elif key in _SECTION_TYPES or key == "task" or key not in _HOME:
+            if key in _SECTION_TYPES and isinstance(value, Mapping):
+                out.setdefault(key, {}).update(value)
+            else:
+                out[key] = value
+        else:
+            section, name = _HOME[key].split(".")
+            out.setdefault(section, {})[name] = value
+    return out

@@ -176,18 +176,24 @@ def run_case(case: Case, seeds: dict[str, Path], workdir: Path) -> dict:
     except Exception as exc:  # what the fuzzer is here to find
         rec["outcome"] = "other"
         rec["detail"] = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"[:300]
-        rec["where"] = traceback.format_exc(limit=-3)[-1500:]
+        rec["where"] = traceback.format_exc()[-4000:]
     rec["seconds"] = time.perf_counter() - t0
     return rec
 
 
-def _worker(conn, seeds: dict[str, Path], workdir: str) -> None:
-    """Worker process loop: receive a case, send back its record, until ``None``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def limit_memory() -> None:
+    """Cap this process's address space at ``WORKER_MEMORY_LIMIT`` (a damaged header can ask
+    for a huge frame; the cap keeps a shared machine safe and turns it into ENOMEM)."""
     try:
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_LIMIT, WORKER_MEMORY_LIMIT))
     except (ValueError, OSError):
         pass
+
+
+def _worker(conn, seeds: dict[str, Path], workdir: str, runner) -> None:
+    """Worker process loop: receive a case, send back its record, until ``None``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_memory()
     import torch
 
     torch.set_num_threads(1)
@@ -196,7 +202,7 @@ def _worker(conn, seeds: dict[str, Path], workdir: str) -> None:
         case = conn.recv()
         if case is None:
             return
-        conn.send(run_case(case, seeds, wd))
+        conn.send(runner(case, seeds, wd))
 
 
 @dataclass
@@ -250,10 +256,16 @@ class Report:
 
 
 def run_campaign(
-    cases: list[Case], seeds: dict[str, Path], *, workers: int = 2, time_limit: float = DEFAULT_TIME_LIMIT
+    cases: list[Case],
+    seeds: dict[str, Path],
+    *,
+    workers: int = 2,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    runner=run_case,
 ) -> Report:
     """Run ``cases`` over ``workers`` processes; a case past ``time_limit`` (s) is a hang,
-    a worker that dies is a crash. Returns the :class:`Report`."""
+    a worker that dies is a crash. ``runner(case, seeds, workdir) -> record`` runs one case
+    inside a worker (default :func:`run_case`). Returns the :class:`Report`."""
     ctx = mp.get_context("fork")
     report = Report()
     todo = collections.deque(cases)
@@ -264,7 +276,7 @@ def run_campaign(
         wd = os.path.join(tmp.name, f"w{i}-{time.monotonic_ns()}")
         os.makedirs(wd)
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, seeds, wd), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, seeds, wd, runner), daemon=True)
         proc.start()
         child.close()
         return _Slot(proc, parent, wd)
@@ -345,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         seeds = build_seeds(d)
         if args.replay:
             name, kind, seed = args.replay.split(":")
+            limit_memory()
             rec = run_case(Case(name, kind, int(seed)), seeds, Path(d))
+            where = rec.pop("where", "")
             print(json.dumps(rec, indent=1))
-            print(rec.get("where", ""))
+            print(where)
             return 0
         cases = make_cases(sorted(seeds), args.cases, args.seed)
         report = run_campaign(cases, seeds, workers=args.workers, time_limit=args.time_limit)

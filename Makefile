@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP_DEMO := $(VENV)/.installed-demo
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ demo: $(STAMP_DEMO)
 
 bench: $(STAMP_DEMO)
 	$(PY) benchmarks/run_all.py
+
+# 10,000 damaged media files through read_clip (docs/robustness.md); FUZZ_WORKERS processes.
+FUZZ_WORKERS ?= 2
+fuzz: $(STAMP)
+	$(PY) tests/fuzz_decode.py --cases 10000 --workers $(FUZZ_WORKERS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -139,10 +139,21 @@ class DataSection(_Section):
     num_workers: int = 2  # DataLoader worker processes
     batch_size: int = 32  # clips per process, per micro-batch
     eval_batch_size: int = 64  # clips per evaluation batch
+    balanced_sampling: bool = False  # draw training clips with weight sum 1/(label count + 0.01), with replacement (AudioSet; zorro.data.balanced)
+    samples_per_epoch: int | None = None  # draws per epoch with balanced_sampling (None: the training set size)
+    eval_protocol: str | None = None  # also report a dataset's metrics: audioset, vggsound, kinetics-sounds, esc50 (zorro.protocols)
 
     def __post_init__(self) -> None:
         self._coerce_numbers()
         self._check_positive_ints("batch_size", "num_frames", "image_size", "eval_batch_size")
+        self._check_bools("balanced_sampling")
+        if self.samples_per_epoch is not None:
+            self._check_positive_ints("samples_per_epoch")
+        if self.eval_protocol is not None:
+            from zorro.metrics import PROTOCOLS
+
+            if self.eval_protocol not in PROTOCOLS:
+                raise ValueError(f"data.eval_protocol must be one of {PROTOCOLS} or null, got {self.eval_protocol!r}")
         if not self.duration > 0:
             raise ValueError(f"data.duration must be > 0 (seconds), got {self.duration!r}")
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["label_counts", "balanced_weights", "BalancedSampler", "shard_label_ids"]
+__all__ = ["label_counts", "balanced_weights", "BalancedSampler", "shard_label_ids", "dataset_label_ids"]
 
 #: the smoothing term ``eps`` of the weights (as AST / CAV-MAE use)
 DEFAULT_EPS = 0.01
@@ -185,3 +186,42 @@ def shard_label_ids(folder: str | os.PathLike) -> tuple[list[list[int]], int]:
             raise ValueError(f"{folder}: sample {i} has no label_ids")
         out.append([int(c) for c in s["label_ids"]])
     return out, len(info["labels"])
+
+
+def dataset_label_ids(dataset: Any) -> tuple[list[list[int]], int]:
+    """Label ids of every item of a training dataset, in item order, without decoding media.
+
+    Supports a :class:`~zorro.data.shards.reader.ShardDataset` (ids mapped into its
+    vocabulary), a :class:`~zorro.data.ClipDataset` (every clip of a file has the file's
+    labels), a :class:`torch.utils.data.Subset` of either, and wrappers exposing the wrapped
+    dataset as ``.dataset`` with the same length (e.g. the in-memory cache).
+
+    Returns:
+        ``(label_ids, num_classes)``.
+
+    Raises:
+        TypeError: a dataset of another kind.
+    """
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        ids, num_classes = dataset_label_ids(dataset.dataset)
+        return [ids[int(i)] for i in dataset.indices], num_classes
+    vocab = getattr(dataset, "vocab", None)
+    if hasattr(dataset, "info") and hasattr(dataset, "root") and vocab is not None:
+        ids, _ = shard_label_ids(dataset.root)
+        names = list(dataset.info["labels"])
+        remap = [vocab.index(n) for n in names]
+        return [[remap[c] for c in row] for row in ids], len(vocab)
+    entries = getattr(dataset, "entries", None)
+    if entries is not None and vocab is not None:
+        per_file = [[vocab.index(lab) for lab in e.labels] for e in entries]
+        clips = len(dataset) // max(1, len(entries))
+        return [per_file[i // clips] for i in range(len(dataset))], len(vocab)
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and len(inner) == len(dataset):
+        return dataset_label_ids(inner)
+    raise TypeError(
+        f"balanced sampling needs the label ids of the training set; {type(dataset).__name__} is not a ShardDataset, "
+        "ClipDataset or a Subset of one"
+    )

@@ -95,10 +95,23 @@ def evaluate_classifier(
 
 
 @torch.no_grad()
-def collect_embeddings(model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def collect_embeddings(
+    model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu", unimodal: bool = False
+) -> dict[str, torch.Tensor]:
     """Projected (L2-normalised) audio and video embeddings of the clips having both, with labels.
 
-    Returns ``{"audio": (N, P), "video": (N, P), "label": (N,) or (N, C)}`` float32.
+    Args:
+        model: the pre-training task (backbone + projections).
+        loader: batches of clips (``collate_clips``).
+        device: where the model runs.
+        unimodal: False (default): one call with both inputs per batch (o_A and o_V as in
+            pre-training). True: the audio projections come from audio-only calls and the
+            video projections from video-only calls -- what a user of one modality gets, and
+            what differs from the first whenever o_A may see the video (``mask_rule`` other
+            than ``"zorro"``).
+
+    Returns:
+        ``{"audio": (N, P), "video": (N, P), "label": (N,) or (N, C)}`` float32.
     """
     device = torch.device(device)
     was_training = model.training
@@ -108,7 +121,10 @@ def collect_embeddings(model: ZorroPretrainer, loader: Iterable[dict[str, Any]],
         sel = batch["has_audio"] & batch["has_video"]
         if not bool(sel.any()):
             continue
-        _, proj = model(audio=batch["audio"][sel], video=batch["video"][sel])
+        if unimodal:
+            proj = {"audio": model(audio=batch["audio"][sel])[1]["audio"], "video": model(video=batch["video"][sel])[1]["video"]}
+        else:
+            _, proj = model(audio=batch["audio"][sel], video=batch["video"][sel])
         acc["audio"].append(proj["audio"].float().cpu())
         acc["video"].append(proj["video"].float().cpu())
         acc["label"].append(batch["label"][sel].cpu())
@@ -118,13 +134,18 @@ def collect_embeddings(model: ZorroPretrainer, loader: Iterable[dict[str, Any]],
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
-def evaluate_retrieval(model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_retrieval(
+    model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu", unimodal: bool = False
+) -> dict[str, float]:
     """Audio->video and video->audio retrieval R@1/5/10, class level (a query is correct when
     a retrieved clip has its label) and instance level (its own clip).
 
+    ``unimodal=True`` embeds the audio from audio-only calls and the video from video-only
+    calls (see :func:`collect_embeddings`).
+
     Returns ``{"a2v_r1", "a2v_r5", "a2v_r10", "v2a_r1", ..., "instance_a2v_r1", ...}``.
     """
-    emb = collect_embeddings(model, loader, device=device)
+    emb = collect_embeddings(model, loader, device=device, unimodal=unimodal)
     labels = emb["label"]
     if labels.dim() != 1:
         labels = None  # multi-label: class-level retrieval is not defined here; instance only
@@ -147,25 +168,40 @@ def _short(key: str) -> str:
 
 
 @torch.no_grad()
-def _embed_all(backbone, loader, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _embed_all(backbone, loader, device, unimodal: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     acc: dict[str, list[torch.Tensor]] = {}
     labels: list[torch.Tensor] = []
     for batch in _batches(loader, device):
         sel = batch["has_audio"] & batch["has_video"]
         if not bool(sel.any()):
             continue
-        out = backbone.encode(audio=batch["audio"][sel], video=batch["video"][sel])
-        for name, e in out.embeddings.items():
+        if unimodal:
+            embeddings = {"audio": backbone.encode(audio=batch["audio"][sel]).embeddings["audio"],
+                          "video": backbone.encode(video=batch["video"][sel]).embeddings["video"]}
+        else:
+            embeddings = backbone.encode(audio=batch["audio"][sel], video=batch["video"][sel]).embeddings
+        for name, e in embeddings.items():
             acc.setdefault(name, []).append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
         labels.append(batch["label"][sel].cpu())
     return {k: torch.cat(v) for k, v in acc.items()}, torch.cat(labels)
 
 
-def centroid_probe(backbone, train_loader: Iterable[dict[str, Any]], test_loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, float]:
+def centroid_probe(
+    backbone,
+    train_loader: Iterable[dict[str, Any]],
+    test_loader: Iterable[dict[str, Any]],
+    *,
+    device: torch.device | str = "cpu",
+    unimodal: bool = False,
+) -> dict[str, float]:
     """Nearest-class-centroid accuracy of each output's embedding (a label-free model's probe).
 
     Class centroids of the L2-normalised embeddings of ``train_loader``'s clips; each test
     clip gets the class of the most cosine-similar centroid. Single-label data only.
+
+    ``unimodal=False`` (default): every output of the backbone given both inputs.
+    ``unimodal=True``: o_A from audio-only calls and o_V from video-only calls (centroids and
+    test embeddings alike), keyed ``audio`` and ``video``.
 
     Returns:
         dict output name -> top-1 fraction in ``[0, 1]``.
@@ -173,8 +209,8 @@ def centroid_probe(backbone, train_loader: Iterable[dict[str, Any]], test_loader
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval()
-    train_emb, train_y = _embed_all(backbone, train_loader, device)
-    test_emb, test_y = _embed_all(backbone, test_loader, device)
+    train_emb, train_y = _embed_all(backbone, train_loader, device, unimodal)
+    test_emb, test_y = _embed_all(backbone, test_loader, device, unimodal)
     backbone.train(was_training)
     if train_y.dim() != 1:
         raise ValueError("centroid_probe needs single-label data")

@@ -62,3 +62,55 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_comparison(
+    panels: Sequence[tuple[str, str, dict[str, Sequence[tuple[Sequence[float], Sequence[float]]]]]],
+    bars: tuple[str, dict[str, dict[str, float]]] | None,
+    path: str | Path,
+    *,
+    title: str = "",
+) -> None:
+    """Several runs side by side: curves per label in each panel, then one grouped bar chart.
+
+    Args:
+        panels: ``(title, y label, {label: [(x, y), ...]})`` per curve panel; a label's runs
+            (e.g. training seeds) share one colour, the first run is solid, the others dashed.
+            The x axis is the optimiser step.
+        bars: ``(title, {metric: {label: value}})``: one group of bars per metric, one bar
+            per label, values in ``[0, 1]``; or None for no bar panel.
+        path: PNG file to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    n = len(panels) + (bars is not None)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    labels = list(dict.fromkeys([lab for _, _, curves in panels for lab in curves] + ([lab for m in bars[1].values() for lab in m] if bars else [])))
+    colour = {lab: f"C{i}" for i, lab in enumerate(labels)}
+    for ax, (panel_title, ylabel, curves) in zip(axes[0], panels):
+        for lab, runs in curves.items():
+            for j, (x, y) in enumerate(runs):
+                ax.plot(x, y, color=colour[lab], linestyle="-" if j == 0 else "--", alpha=0.85, label=lab if j == 0 else None)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if bars is not None:
+        ax = axes[0][-1]
+        bar_title, metrics = bars
+        names = list(metrics)
+        width = 0.8 / max(1, len(labels))
+        for i, lab in enumerate(labels):
+            xs = [k + (i - (len(labels) - 1) / 2) * width for k in range(len(names))]
+            ax.bar(xs, [metrics[m].get(lab, float("nan")) for m in names], width=width, color=colour[lab], label=lab)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(bar_title)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

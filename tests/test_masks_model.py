@@ -153,17 +153,17 @@ def test_purity_in_gradients_follows_the_rule():
 def test_unimodal_inference_under_every_rule(rule):
     model = loud(make(rule))
     a, v = inputs()
-    assert model(audio=a).shape == (2, 3, 32)  # audio, fusion, global
-    assert model(video=v).shape == (2, 3, 32)  # video, fusion, global
+    assert model(audio=a, return_token_indices=(0, 2, 3)).shape == (2, 3, 32)  # audio, fusion, global
+    assert model(video=v, return_token_indices=(1, 2, 3)).shape == (2, 3, 32)  # video, fusion, global
     audio_only, video_only = model.encode(audio=a), model.encode(video=v)
     assert set(audio_only.embeddings) == {"audio", "fusion", "global"}
     assert set(video_only.embeddings) == {"video", "fusion", "global"}
     for out in (audio_only, video_only):
         assert all(bool(torch.isfinite(e).all()) for e in out.embeddings.values())
     with torch.no_grad():  # the eager reference agrees on the unimodal sequences too
-        fast = [model(audio=a), model(video=v)]
+        fast = [model(audio=a, return_token_indices=(0, 2, 3)), model(video=v, return_token_indices=(1, 2, 3))]
         model.set_attn_backend("eager")
-        ref = [model(audio=a), model(video=v)]
+        ref = [model(audio=a, return_token_indices=(0, 2, 3)), model(video=v, return_token_indices=(1, 2, 3))]
         model.set_attn_backend("sdpa")
     for got, want in zip(fast, ref):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

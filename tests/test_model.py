@@ -68,9 +68,22 @@ def test_unimodal_calls_equal_the_multimodal_unimodal_outputs(backend):
     torch.testing.assert_close(audio_only.embeddings["audio"], both.embeddings["audio"], atol=1e-6, rtol=0)
     torch.testing.assert_close(video_only.embeddings["video"], both.embeddings["video"], atol=1e-6, rtol=0)
     assert video_only.audio_tokens is None and audio_only.video_tokens is None
-    # forward() without a modality returns the tokens it can compute, in order.
-    assert model(audio=a).shape == (2, 3, 32)
-    torch.testing.assert_close(model(video=v)[:, 0], both.embeddings["video"], atol=1e-6, rtol=0)
+    # forward() without a modality: ask for the tokens it can compute, positions keep their meaning
+    assert model(audio=a, return_token_indices=(0, 2, 3)).shape == (2, 3, 32)
+    torch.testing.assert_close(model(video=v, return_token_indices=(1,))[:, 0], both.embeddings["video"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("given, token, missing, feedable", [("audio", "1 (VIDEO)", "video", "(0, 2, 3)"), ("video", "0 (AUDIO)", "audio", "(1, 2, 3)")])
+def test_forward_without_a_modality_raises_instead_of_shifting_outputs(given, token, missing, feedable):
+    # out[:, 1] used to become the fusion output silently when video was missing
+    model = make()
+    a, v = inputs()
+    kwargs = {"audio": a} if given == "audio" else {"video": v}
+    with pytest.raises(ValueError) as info:
+        model(**kwargs)
+    msg = str(info.value)
+    assert f"return token {token} needs {missing}, but no {missing} was given" in msg
+    assert f"return_token_indices={feedable}" in msg and "encode(" in msg
 
 
 def test_missing_modality_token_request_raises():
@@ -177,10 +190,10 @@ def test_crop_warns_once_via_warnings(capsys):
     model = make()
     a = torch.randn(1, 8200)  # 49 fbank frames: cropped to 48
     with pytest.warns(UserWarning, match="cropped"):
-        model(audio=a)
+        model(audio=a, return_token_indices=(0,))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model(audio=a)  # second call: no warning
+        model(audio=a, return_token_indices=(0,))  # second call: no warning
     assert capsys.readouterr().out == ""
 
 
@@ -218,6 +231,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("kwargs,error,match", BAD_INPUTS)
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
     model = make()
+    if len(kwargs) == 1:  # one modality: ask only for the outputs it feeds
+        kwargs = dict(kwargs, return_token_indices=(0, 2, 3) if "audio" in kwargs else (1, 2, 3))
     with pytest.raises(error, match=match):
         model(**kwargs)
 

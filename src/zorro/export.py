@@ -62,7 +62,10 @@ class ZorroInferenceGraph(nn.Module):
 
     def forward(self, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> torch.Tensor:
         """``audio (b, samples)`` and/or ``video (b, C, T, H, W)`` -> ``(b, r, D)``."""
-        return self.model(audio=audio, video=video, return_token_indices=self.return_token_indices)
+        indices = self.return_token_indices
+        if indices is None:  # the tokens these inputs feed (Zorro.forward would ask for all of them)
+            indices = self.model.select_return_tokens(None, has_audio=audio is not None, has_video=video is not None)
+        return self.model(audio=audio, video=video, return_token_indices=indices)
 
 
 @contextlib.contextmanager
@@ -126,7 +129,7 @@ def _trace_inputs(model: nn.Module, audio_samples, video_shape, batch: int, dyna
     trace_batch = max(batch, 2) if dynamic_batch else batch
     inputs = example_inputs(model, audio_samples=audio_samples, video_shape=video_shape, batch=trace_batch)
     with torch.no_grad():  # fail early, with the model's own error message, on bad shapes
-        unwrap_model(model)(**inputs)
+        ZorroInferenceGraph(model)(**inputs)
     return inputs
 
 
@@ -232,7 +235,7 @@ def verify_program(program: torch.export.ExportedProgram, model: nn.Module, inpu
     """Max absolute difference between ``program`` and eager ``model`` on ``inputs``."""
     inner = unwrap_model(model)
     with _eval_mode(inner), torch.no_grad():
-        expected = inner(**inputs, return_token_indices=return_token_indices)
+        expected = ZorroInferenceGraph(inner, return_token_indices)(**inputs)
         got = program.module()(**inputs)
     return max_abs_error(expected, got)
 
@@ -247,7 +250,7 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: dict[str, tor
         raise ImportError("verify_onnx needs onnxruntime: pip install 'zorro[export]'") from None
     inner = unwrap_model(model)
     with _eval_mode(inner), torch.no_grad():
-        expected = inner(**inputs, return_token_indices=return_token_indices)
+        expected = ZorroInferenceGraph(inner, return_token_indices)(**inputs)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     if sorted(names) != sorted(inputs):

@@ -2,6 +2,6 @@
 
 from zorro.model import Zorro, ZorroConfig, ZorroFeatures, ZorroOutput
 from zorro.tokens import TokenTypes
+from zorro.version import __version__
 
 __all__ = ["TokenTypes", "Zorro", "ZorroConfig", "ZorroFeatures", "ZorroOutput"]
-__version__ = "0.1.0"

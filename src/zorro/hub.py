@@ -38,6 +38,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from zorro.model_config import ZorroConfig
+from zorro.version import __version__
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -340,8 +343,6 @@ def read_config(path: str | os.PathLike):
     Older format versions are upgraded (:func:`upgrade_config`); unknown options raise
     ``ValueError``.
     """
-    from zorro.model import ZorroConfig
-
     path = Path(path)
     file = path / CONFIG_NAME if path.is_dir() else path
     if not file.is_file():
@@ -354,8 +355,6 @@ def read_config(path: str | os.PathLike):
 
 
 def _config_document(model: nn.Module) -> dict[str, Any]:
-    from zorro import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "library": "zorro",
@@ -631,8 +630,6 @@ def _upload(
         from huggingface_hub import HfApi
     except ImportError:
         raise ImportError("push_to_hub needs huggingface_hub: pip install 'zorro[hub]'") from None
-    from zorro import __version__
-
     inner = unwrap_model(model)
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -28,113 +28,13 @@ from torch.utils.checkpoint import checkpoint
 from zorro.audio import AudioFrontend
 from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
 from zorro.layers.attention import check_backend
+from zorro.hub import load_pretrained, push_to_hub, save_pretrained
 from zorro.layers.pos_embed import sincos_grid
-from zorro.masks import TokenLayout, check_mask_rule
+from zorro.masks import TokenLayout
+from zorro.model_config import POS_EMBED_KINDS, SEED_RETURN_TOKEN_TYPES, ZorroConfig, _pair  # noqa: F401 (ZorroConfig and the constants are re-exported)
 from zorro.tokens import TokenTypes
 
 logger = logging.getLogger(__name__)
-
-SEED_RETURN_TOKEN_TYPES = (TokenTypes.AUDIO, TokenTypes.VIDEO, TokenTypes.FUSION)
-POS_EMBED_KINDS = ("sincos", "none")
-
-
-def _pair(x: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(x, int) and not isinstance(x, bool):
-        return (x, x)
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(v, int) for v in x):
-        return (int(x[0]), int(x[1]))
-    raise TypeError(f"{name} must be an int or a pair of ints, got {x!r}")
-
-
-def _token_type(x: TokenTypes | str | int) -> TokenTypes:
-    if isinstance(x, TokenTypes):
-        return x
-    if isinstance(x, str) and x.upper() in TokenTypes.__members__:
-        return TokenTypes[x.upper()]
-    if isinstance(x, int) and not isinstance(x, bool) and x in {t.value for t in TokenTypes}:
-        return TokenTypes(x)
-    raise ValueError(f"unknown return token type {x!r}; expected one of {[t.name for t in TokenTypes]}")
-
-
-@dataclass
-class ZorroConfig:
-    """Every constructor option of :class:`Zorro`. The first block are the seed's arguments
-    with the seed's defaults; the second block are this library's additions."""
-
-    dim: int  # model width D
-    depth: int  # number of transformer layers
-    dim_head: int = 64  # width of one attention head
-    heads: int = 8  # attention heads
-    ff_mult: float = 4  # GEGLU hidden width = int(dim * ff_mult * 2 / 3)
-    num_fusion_tokens: int = 16  # learned fusion tokens, shared across the batch
-    audio_patch_size: int | tuple[int, int] = 16  # (freq, time) patch of the audio features
-    video_patch_size: int | tuple[int, int] = 16  # (h, w) of a video tubelet
-    video_temporal_patch_size: int = 2  # frames per video tubelet
-    video_channels: int = 3  # colour channels of the video
-    spec_n_fft: int = 128  # spectrogram front-end: FFT size (samples)
-    spec_power: float = 2  # spectrogram front-end: |STFT| ** power
-    spec_win_length: int = 24  # spectrogram front-end: Hann window length (samples)
-    spec_hop_length: int | None = None  # spectrogram front-end: hop (samples), default win // 2
-    spec_pad: int = 0  # spectrogram front-end: zero padding on both sides (samples)
-    spec_center: bool = True  # spectrogram front-end: centre frames (pad n_fft // 2)
-    spec_pad_mode: str = "reflect"  # spectrogram front-end: padding mode when centring
-    spec_aug_stretch_factor: float = 0.8  # SpecAugment time stretch (1.0 = off), training only
-    spec_aug_freq_mask: int = 80  # SpecAugment max frequency-mask width (bins, 0 = off)
-    spec_aug_time_mask: int = 80  # SpecAugment max time-mask width (frames, 0 = off)
-    return_token_types: tuple[TokenTypes, ...] = SEED_RETURN_TOKEN_TYPES  # one output per entry
-
-    audio_frontend: str = "fbank"  # "fbank" (Kaldi log-mel) or "spectrogram" (the seed's)
-    sample_rate: int = 16000  # expected audio sample rate (Hz)
-    fbank_num_mel_bins: int = 128  # fbank front-end: mel bins
-    fbank_frame_length: float = 25.0  # fbank front-end: window (ms)
-    fbank_frame_shift: float = 10.0  # fbank front-end: hop (ms)
-    audio_mean: float | None = None  # feature normalisation mean (None = off)
-    audio_std: float | None = None  # feature normalisation std (None = off)
-    pos_embed: str = "sincos"  # "sincos" (fixed, any input size) or "none" (the seed)
-    attn_backend: str = "sdpa"  # "sdpa" (block-sparse), "eager" (dense reference) or "flex"
-    mask_rule: str = "zorro"  # self-attention rule: "zorro", "full" or "bottleneck" (zorro.masks)
-
-    def __post_init__(self) -> None:
-        self.return_token_types = tuple(_token_type(t) for t in self.return_token_types)
-        if isinstance(self.audio_patch_size, list):
-            self.audio_patch_size = tuple(self.audio_patch_size)
-        if isinstance(self.video_patch_size, list):
-            self.video_patch_size = tuple(self.video_patch_size)
-        for name in ("dim", "depth", "dim_head", "heads", "video_temporal_patch_size", "video_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.num_fusion_tokens, int) or self.num_fusion_tokens < 0:
-            raise ValueError(f"num_fusion_tokens must be an int >= 0, got {self.num_fusion_tokens!r}")
-        if not self.return_token_types:
-            raise ValueError("return_token_types must name at least one return token")
-        if TokenTypes.FUSION in self.return_token_types and self.num_fusion_tokens == 0:
-            raise ValueError("a FUSION return token needs num_fusion_tokens >= 1")
-        if self.pos_embed not in POS_EMBED_KINDS:
-            raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
-        check_backend(self.attn_backend)
-        check_mask_rule(self.mask_rule)
-        _pair(self.audio_patch_size, "audio_patch_size")
-        _pair(self.video_patch_size, "video_patch_size")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (token types by name, tuples as lists)."""
-        out = asdict(self)
-        out["return_token_types"] = [t.name for t in self.return_token_types]
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ZorroConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Zorro config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(data))
-
 
 @dataclass
 class ZorroFeatures:
@@ -351,14 +251,10 @@ class Zorro(nn.Module):
 
         Returns the folder path (or the commit URL with ``push_to_hub=True``).
         """
-        from zorro.hub import save_pretrained
-
         return save_pretrained(self, directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload to the Hugging Face Hub (``hub`` extra); see :func:`zorro.hub.push_to_hub`."""
-        from zorro.hub import push_to_hub
-
         return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
@@ -370,8 +266,6 @@ class Zorro(nn.Module):
         overridden), ``revision``, ``cache_dir``, ``token``, ``local_files_only``
         (see :func:`zorro.hub.load_pretrained`).
         """
-        from zorro.hub import load_pretrained
-
         return load_pretrained(cls, name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ options
@@ -668,32 +562,13 @@ class Zorro(nn.Module):
     ) -> torch.Tensor:
         """The seed's interface: pooled outputs ``(b, r, D)``, one row per selected return token.
 
-        Positions keep their meaning: ``out[:, j]`` is return token ``return_token_indices[j]``,
-        or return token ``j`` of ``return_token_types`` when ``return_token_indices`` is None.
-
         Args:
             audio: ``(b, samples)`` mono waveform or None.
             video: ``(b, c, t, h, w)`` float frames or None.
-            return_token_indices: which return tokens to output (unique ints); None outputs
-                every configured return token, which needs every input they attend to.
-
-        Raises:
-            ValueError: a selected (or, with None, a configured) return token needs a modality
-                that was not given; the message names the token, the missing input and the
-                two ways to ask for less (``return_token_indices=...``, or :meth:`encode`
-                for outputs by name).
+            return_token_indices: which return tokens to output (unique ints); None selects
+                all the inputs can feed (see :meth:`select_return_tokens`).
         """
         has_audio, has_video = audio is not None, video is not None
         if has_audio or has_video:  # validate the selection before any compute
-            feedable = self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
-            if return_token_indices is None and len(feedable) < self.max_return_tokens:
-                i = next(j for j in range(self.max_return_tokens) if j not in feedable)
-                token = self.return_token_types[i]
-                missing = "audio" if token is TokenTypes.AUDIO else "video"
-                raise ValueError(
-                    f"return token {i} ({token.name}) needs {missing}, but no {missing} was given; without "
-                    f"return_token_indices forward() returns all {self.max_return_tokens} configured return tokens by "
-                    f"position. Ask for less: return_token_indices={tuple(feedable)} (the tokens these inputs "
-                    f"feed), or model.encode(...) for the outputs by name"
-                )
+            self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
         return self.pool(self.forward_features(audio=audio, video=video), return_token_indices)

@@ -5,8 +5,9 @@ modules, one idea each:
 
 - :mod:`~zorro.train.config`: :class:`TrainConfig` and its sections (model / data / optim /
   objective / run), YAML-ready, with errors that say where a misplaced key belongs;
-- :mod:`~zorro.train.build`: the backbone, objective, augmentation and datasets of a config;
-- :mod:`~zorro.train.objectives`: :class:`SupervisedObjective` and :class:`ContrastiveObjective`;
+- :mod:`~zorro.train.build`: the backbone, objective and datasets of a config;
+- :mod:`~zorro.train.objectives`: :class:`SupervisedObjective`, :class:`ContrastiveObjective`, and
+  :func:`build_augment` (augmentation options -> :class:`~zorro.augment.ClipAugment`);
 - :mod:`~zorro.train.features`: :class:`CachedClips`, the in-memory clip and feature cache;
 - :mod:`~zorro.train.optim`: AdamW parameter groups and the warm-up + cosine schedule;
 - :mod:`~zorro.train.precision`: native bf16 detection, ``"auto"`` precision, autocast;
@@ -17,7 +18,7 @@ modules, one idea each:
 Every name below is importable from ``zorro.train`` directly.
 """
 
-from zorro.train.build import build_augment, build_backbone, build_dataset, build_task
+from zorro.train.build import build_backbone, build_dataset, build_task
 from zorro.train.config import (
     TASKS,
     DataSection,
@@ -31,7 +32,7 @@ from zorro.train.config import (
 from zorro.train.distributed import DistInfo, ResumableSampler, init_distributed
 from zorro.train.features import CachedClips
 from zorro.train.loop import NonFiniteLossError, Trainer, train
-from zorro.train.objectives import ContrastiveObjective, SupervisedObjective
+from zorro.train.objectives import ContrastiveObjective, SupervisedObjective, build_augment
 from zorro.train.optim import param_groups, warmup_cosine
 from zorro.train.precision import PRECISIONS, native_bf16, resolve_precision
 from zorro.train.rng import seed_everything

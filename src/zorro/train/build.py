@@ -1,37 +1,25 @@
 """Building a run's parts from its :class:`~zorro.train.config.TrainConfig`: the backbone,
-the objective module of the task, the augmentation, and the datasets read from manifests."""
+the objective module of the task, and the datasets read from manifests."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from zorro.augment import ClipAugment
-from zorro.data import ClipDataset, LabelVocab
+from zorro.data import ClipDataset, LabelVocab, ShardDataset
 from zorro.model import Zorro
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
-from zorro.train.objectives import ContrastiveObjective, SupervisedObjective
+from zorro.train.objectives import ContrastiveObjective, SupervisedObjective, build_augment
 
 if TYPE_CHECKING:
     from zorro.train.config import TrainConfig
 
-__all__ = ["build_augment", "build_backbone", "build_dataset", "build_task"]
+__all__ = ["build_backbone", "build_dataset", "build_task"]
 
 logger = logging.getLogger("zorro.train")
-
-
-def build_augment(options: Mapping[str, Any]) -> ClipAugment:
-    """A :class:`~zorro.augment.ClipAugment` from a config dict (lists become tuples);
-    unknown keys raise ``ValueError``."""
-    known = {f.name for f in fields(ClipAugment) if f.init}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown augment options {unknown}; known: {sorted(known)}")
-    return ClipAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
 def build_backbone(cfg: TrainConfig) -> Zorro:
@@ -86,3 +74,29 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
         seek_mode=d.seek_mode,
         fast_decode=d.fast_decode,
     )
+
+
+def build_shard_dataset(cfg: TrainConfig, folder: str, *, train: bool, vocab: LabelVocab | None) -> ShardDataset:
+    """A :class:`~zorro.data.ShardDataset` over a prepared shard folder (``zorro prepare``)
+    with the config's clip geometry (``cfg.data``: duration, frames, image size; the sample
+    rate must be the stored one) and seed. Training sets hand uint8 frames to the trainer,
+    which normalises them on its device; evaluation sets return normalised float32 frames
+    (as :class:`~zorro.data.ClipDataset` does). Labels come from the folder's
+    ``dataset.json`` (mapped into ``vocab`` when given)."""
+    d = cfg.data
+    if not train and d.eval_clips != 1:
+        raise ValueError(f"data.eval_clips={d.eval_clips} applies to manifests; prepared shards hold the windows chosen when they were prepared (one item each)")
+    dataset = ShardDataset(
+        folder,
+        vocab=vocab,
+        train=train,
+        duration=d.duration,
+        num_frames=d.num_frames,
+        image_size=d.image_size,
+        sample_rate=d.sample_rate,
+        seed=cfg.run.seed,
+        video_dtype="uint8" if train else "float32",
+    )
+    if dataset.multi_label != d.multi_label:
+        raise ValueError(f"{folder} holds {'multi' if dataset.multi_label else 'single'}-label samples but data.multi_label is {d.multi_label}")
+    return dataset

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from zorro.model import ZorroConfig
-from zorro.train.build import build_augment
+from zorro.train.objectives import build_augment
 from zorro.train.precision import PRECISIONS
 
 __all__ = [

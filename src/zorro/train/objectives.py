@@ -9,6 +9,7 @@ however the batch is made up.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any, Mapping
 
 import torch
@@ -20,7 +21,17 @@ from zorro.data import split_by_modality
 from zorro.losses import ZorroContrastiveLoss, classification_loss, info_nce, mixup
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
 
-__all__ = ["SupervisedObjective", "ContrastiveObjective"]
+__all__ = ["SupervisedObjective", "ContrastiveObjective", "build_augment"]
+
+
+def build_augment(options: Mapping[str, Any]) -> ClipAugment:
+    """A :class:`~zorro.augment.ClipAugment` from a config dict (lists become tuples);
+    unknown keys raise ``ValueError``."""
+    known = {f.name for f in fields(ClipAugment) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown augment options {unknown}; known: {sorted(known)}")
+    return ClipAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
 def _features_or_analyse(features: torch.Tensor | None, audio: torch.Tensor, frontend: AudioFrontend) -> torch.Tensor:

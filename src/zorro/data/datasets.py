@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from zorro.data.decode import DecodeError, MediaReader
+from zorro.data.decode import DecodeError, MediaReader, decode_time_limit
 from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_video
 
 logger = logging.getLogger(__name__)
@@ -231,6 +231,9 @@ class ClipDataset(Dataset):
         self,
         entries: Sequence[ManifestEntry],
         *,
+        decode_time_limit: most wall-clock seconds one item may spend opening and decoding
+            its file; past it the item is skipped and counted like an unreadable file
+            (reason: the limit). None: no limit. See :mod:`zorro.data.decode.time_limit`.
         vocab: LabelVocab | None = None,
         multi_label: bool = False,
         train: bool = True,
@@ -256,6 +259,7 @@ class ClipDataset(Dataset):
             raise ValueError("entries is empty: the dataset needs at least one file")
         if not isinstance(clips_per_video, int) or clips_per_video < 1:
             raise ValueError(f"clips_per_video must be a positive int, got {clips_per_video!r}")
+        decode_time_limit: float | None = 60.0,
         if not (audio or video):
             raise ValueError("at least one of audio/video must be True")
         if len(mean) != 3 or len(std) != 3:
@@ -293,6 +297,11 @@ class ClipDataset(Dataset):
 
     @classmethod
     def from_manifest(cls, path: str | os.PathLike, *, root: str | os.PathLike | None = None, **kwargs: Any) -> "ClipDataset":
+        if decode_time_limit is not None and (
+            isinstance(decode_time_limit, bool) or not isinstance(decode_time_limit, (int, float)) or not decode_time_limit > 0
+        ):
+            raise ValueError(f"decode_time_limit must be a positive number of seconds or None, got {decode_time_limit!r}")
+        self.decode_time_limit = decode_time_limit
         """Dataset over a CSV/JSONL manifest (see :func:`read_manifest`); ``kwargs`` as in
         the constructor."""
         return cls(read_manifest(path, root=root), **kwargs)
@@ -345,7 +354,9 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         threads = 1 if get_worker_info() is not None else 0
         try:
-            with MediaReader(entry.path, backend=self.backend, threads=threads, seek_mode=self.seek_mode, fast_decode=self.fast_decode) as reader:
+            with decode_time_limit(entry.path, self.decode_time_limit), MediaReader(
+                entry.path, backend=self.backend, threads=threads, seek_mode=self.seek_mode, fast_decode=self.fast_decode
+            ) as reader:
                 info = reader.info
                 start = self._choose_start(entry, info.start, info.end, clip_no, rng)
                 clip = reader.read(

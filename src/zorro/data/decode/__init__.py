@@ -25,16 +25,20 @@ skips), :mod:`~zorro.data.decode.audio_window` and :mod:`~zorro.data.decode.audi
 (audio), :mod:`~zorro.data.decode.video_window`, :mod:`~zorro.data.decode.planned_video` and
 :mod:`~zorro.data.decode.frame_pixels` (video), :mod:`~zorro.data.decode.torchcodec_backend`,
 :mod:`~zorro.data.decode.clip` (:class:`Clip`, :class:`MediaInfo`) and
-:mod:`~zorro.data.decode.errors` (:class:`DecodeError`).
+:mod:`~zorro.data.decode.errors` (:class:`DecodeError` and which decoder errors map to it),
+:mod:`~zorro.data.decode.time_limit` (the per-item time limit, :class:`DecodeTimeout`).
 """
 
 from zorro.data.decode.clip import Clip, MediaInfo
 from zorro.data.decode.errors import DecodeError
 from zorro.data.decode.reader import MediaReader, probe, read_clip
 from zorro.data.decode.streams import available_backends
+from zorro.data.decode.time_limit import DecodeTimeout, decode_time_limit
 
 __all__ = [
     "DecodeError",
+    "DecodeTimeout",
+    "decode_time_limit",
     "Clip",
     "MediaInfo",
     "MediaReader",

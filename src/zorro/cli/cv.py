@@ -1,0 +1,47 @@
+"""``zorro cv``: k-fold cross-validation over the folds recorded in prepared shards (ESC-50)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+logger = logging.getLogger("zorro.cli")
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from zorro.cli.train_cmd import load_config
+    from zorro.recipes.cross_validation import run_cross_validation
+    from zorro.train import TrainConfig
+
+    fixed: dict = {"task": "supervised"}
+    if args.out:
+        fixed["run"] = {"out_dir": args.out}
+    if args.init_from:
+        fixed["model"] = {"init_from": args.init_from}
+    cfg = TrainConfig.from_dict(load_config(args.config, args.overrides, fixed))
+    folds = None
+    if args.folds:
+        folds = [int(f) if f.lstrip("-").isdigit() else f for f in args.folds]
+    result = run_cross_validation(cfg, shards=args.shards, field=args.field, folds=folds)
+    s = result["summary"]
+    print(json.dumps({"protocol": result["protocol"], result["metric"]: {"mean": round(s["mean"], 4), "std": round(s["std"], 4),
+                                                                         "folds": [round(v, 4) for v in s["folds"]]}}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``cv`` to the ``zorro`` parser."""
+    p = sub.add_parser("cv", help="k-fold cross-validation on prepared shards (ESC-50's five folds)",
+                       description="Trains one supervised model per fold on the other folds of a prepared shard folder and "
+                                   "evaluates it on its fold with the config's data.eval_protocol (default esc50); writes "
+                                   "OUT/fold{k}/ run folders and OUT/cv_metrics.json (mean and std over the folds).")
+    p.add_argument("--config", "-c", help="YAML training config (e.g. configs/esc50/finetune.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.epochs=5 (repeatable)")
+    p.add_argument("--shards", help="prepared folder holding every fold (default: data.train_shards)")
+    p.add_argument("--out", help="parent folder of the fold runs (run.out_dir)")
+    p.add_argument("--init-from", help="pre-trained backbone folder (model.init_from)")
+    p.add_argument("--field", default="fold", help="the sample-meta field holding the fold (default: fold)")
+    p.add_argument("--folds", nargs="+", help="hold out only these fold values (default: every value present)")
+    p.set_defaults(func=_cmd)

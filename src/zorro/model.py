@@ -562,13 +562,32 @@ class Zorro(nn.Module):
     ) -> torch.Tensor:
         """The seed's interface: pooled outputs ``(b, r, D)``, one row per selected return token.
 
+        Positions keep their meaning: ``out[:, j]`` is return token ``return_token_indices[j]``,
+        or return token ``j`` of ``return_token_types`` when ``return_token_indices`` is None.
+
         Args:
             audio: ``(b, samples)`` mono waveform or None.
             video: ``(b, c, t, h, w)`` float frames or None.
-            return_token_indices: which return tokens to output (unique ints); None selects
-                all the inputs can feed (see :meth:`select_return_tokens`).
+            return_token_indices: which return tokens to output (unique ints); None outputs
+                every configured return token, which needs every input they attend to.
+
+        Raises:
+            ValueError: a selected (or, with None, a configured) return token needs a modality
+                that was not given; the message names the token, the missing input and the
+                two ways to ask for less (``return_token_indices=...``, or :meth:`encode`
+                for outputs by name).
         """
         has_audio, has_video = audio is not None, video is not None
         if has_audio or has_video:  # validate the selection before any compute
-            self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
+            feedable = self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
+            if return_token_indices is None and len(feedable) < self.max_return_tokens:
+                i = next(j for j in range(self.max_return_tokens) if j not in feedable)
+                token = self.return_token_types[i]
+                missing = "audio" if token is TokenTypes.AUDIO else "video"
+                raise ValueError(
+                    f"return token {i} ({token.name}) needs {missing}, but no {missing} was given; without "
+                    f"return_token_indices forward() returns all {self.max_return_tokens} configured return tokens by "
+                    f"position. Ask for less: return_token_indices={tuple(feedable)} (the tokens these inputs "
+                    f"feed), or model.encode(...) for the outputs by name"
+                )
         return self.pool(self.forward_features(audio=audio, video=video), return_token_indices)

@@ -140,9 +140,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not (run_dir / "heads.safetensors").exists():
         raise FileNotFoundError(f"{run_dir} is not a supervised run folder (no heads.safetensors); train one with `zorro train`")
     model, vocab, cfg = _load_run(run_dir)
-    dataset = build_dataset(cfg, args.manifest, train=False, vocab=vocab)
+    if bool(args.manifest) == bool(args.shards):
+        raise ValueError("give the evaluation data as --manifest or as --shards (one of them)")
+    if args.shards:
+        from zorro.train.build import build_shard_dataset
+
+        dataset = build_shard_dataset(cfg, args.shards, train=False, vocab=vocab)
+    else:
+        dataset = build_dataset(cfg, args.manifest, train=False, vocab=vocab)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_clips)
     metrics = evaluate_classifier(model, loader, multi_label=cfg.data.multi_label)
+    protocol = args.protocol or cfg.data.eval_protocol
+    if protocol:  # the dataset's metrics, one score per file (zorro.protocols)
+        from zorro.protocols import evaluate_protocol
+
+        metrics["protocol"] = evaluate_protocol(model, loader, protocol, average_windows=not args.per_window)
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -216,7 +228,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a supervised run on a manifest",
                        description="Top-1/top-5 (or mAP) of each output, their average, and audio-only / video-only inference.")
     p.add_argument("run", help="run folder written by `zorro train`")
-    p.add_argument("--manifest", required=True, help="evaluation manifest (CSV/JSONL)")
+    p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL)")
+    p.add_argument("--shards", help="evaluation shards: a folder written by `zorro prepare` (instead of --manifest)")
+    p.add_argument("--protocol", choices=("audioset", "vggsound", "kinetics-sounds", "esc50"),
+                   help="also report this dataset's metrics, one score per file (default: the run's data.eval_protocol)")
+    p.add_argument("--per-window", action="store_true",
+                   help="with --protocol: score every stored window on its own instead of averaging the windows of a file")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--output", help="write the full metrics JSON here")

@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: command modules under ``zorro.cli``, in the order ``--help`` lists them
-COMMAND_MODULES = ("train_cmd", "convert", "export", "audio_stats", "ablate", "cv")
+COMMAND_MODULES = ("train_cmd", "convert", "export", "audio_stats", "prepare", "ablate", "cv")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,15 +145,21 @@ def _opt_float(value: Any, what: str) -> float | None:
 
 
 def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> list[ManifestEntry]:
-    """Read a manifest: CSV with a header or JSON Lines (by extension ``.jsonl``/``.json``).
+    """Read a manifest: CSV with a header or JSON Lines (by extension ``.jsonl``/``.json``),
+    or a folder-per-class tree ``path/<class>/<file>`` (see :func:`scan_folder`).
 
     Columns/keys: ``path`` (relative paths are resolved against ``root``, default the
     manifest's folder), ``label`` (one name) or ``labels`` (a list in JSONL; in CSV names
-    separated by ``;`` or ``|``), optional ``start`` and ``end`` (s).
+    separated by ``;`` or ``|``), optional ``start`` and ``end`` (s). ``root`` does not apply
+    to a folder (its files are found inside it).
     """
     mpath = Path(path)
+    if mpath.is_dir():
+        if (mpath / "dataset.json").is_file():
+            raise ValueError(f"{str(mpath)!r} is a prepared shard folder, not media: read it with ShardDataset (data.train_shards / data.eval_shards in a training config)")
+        return scan_folder(mpath)
     if not mpath.is_file():
-        raise ValueError(f"manifest {str(mpath)!r} does not exist")
+        raise ValueError(f"manifest {str(mpath)!r} does not exist (give a CSV/JSONL manifest or a folder-per-class tree)")
     base = Path(root) if root is not None else mpath.parent
     rows: list[dict[str, Any]] = []
     if mpath.suffix.lower() in (".jsonl", ".json"):
@@ -225,15 +231,15 @@ class ClipDataset(Dataset):
         backend: decoder backend (``"pyav"``, ``"torchcodec"``, ``"auto"``).
         seek_mode, fast_decode: decoding trade-offs, see :class:`zorro.data.MediaReader`
             (defaults: exact frames, exact pixels).
+        decode_time_limit: most wall-clock seconds one item may spend opening and decoding
+            its file; past it the item is skipped and counted like an unreadable file
+            (reason: the limit). None: no limit. See :mod:`zorro.data.decode.time_limit`.
     """
 
     def __init__(
         self,
         entries: Sequence[ManifestEntry],
         *,
-        decode_time_limit: most wall-clock seconds one item may spend opening and decoding
-            its file; past it the item is skipped and counted like an unreadable file
-            (reason: the limit). None: no limit. See :mod:`zorro.data.decode.time_limit`.
         vocab: LabelVocab | None = None,
         multi_label: bool = False,
         train: bool = True,
@@ -253,13 +259,13 @@ class ClipDataset(Dataset):
         backend: str = "pyav",
         seek_mode: str = "exact",
         fast_decode: bool = False,
+        decode_time_limit: float | None = 60.0,
     ):
         entries = list(entries)
         if not entries:
             raise ValueError("entries is empty: the dataset needs at least one file")
         if not isinstance(clips_per_video, int) or clips_per_video < 1:
             raise ValueError(f"clips_per_video must be a positive int, got {clips_per_video!r}")
-        decode_time_limit: float | None = 60.0,
         if not (audio or video):
             raise ValueError("at least one of audio/video must be True")
         if len(mean) != 3 or len(std) != 3:
@@ -291,19 +297,19 @@ class ClipDataset(Dataset):
         self.backend = backend
         self.seek_mode = seek_mode
         self.fast_decode = fast_decode
+        if decode_time_limit is not None and (
+            isinstance(decode_time_limit, bool) or not isinstance(decode_time_limit, (int, float)) or not decode_time_limit > 0
+        ):
+            raise ValueError(f"decode_time_limit must be a positive number of seconds or None, got {decode_time_limit!r}")
+        self.decode_time_limit = decode_time_limit
         self.epoch = 0
         self.num_skipped = 0  # items skipped in this process (main process when num_workers=0)
         self._logged: set[str] = set()
 
     @classmethod
     def from_manifest(cls, path: str | os.PathLike, *, root: str | os.PathLike | None = None, **kwargs: Any) -> "ClipDataset":
-        if decode_time_limit is not None and (
-            isinstance(decode_time_limit, bool) or not isinstance(decode_time_limit, (int, float)) or not decode_time_limit > 0
-        ):
-            raise ValueError(f"decode_time_limit must be a positive number of seconds or None, got {decode_time_limit!r}")
-        self.decode_time_limit = decode_time_limit
-        """Dataset over a CSV/JSONL manifest (see :func:`read_manifest`); ``kwargs`` as in
-        the constructor."""
+        """Dataset over a CSV/JSONL manifest or a folder-per-class tree (see
+        :func:`read_manifest`); ``kwargs`` as in the constructor."""
         return cls(read_manifest(path, root=root), **kwargs)
 
     @classmethod

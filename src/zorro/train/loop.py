@@ -29,8 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from zorro.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
-from zorro.data import LabelVocab, SkipTracker, collate_clips
-from zorro.train.build import build_backbone, build_dataset, build_task
+from zorro.data import LabelVocab, ShardDataset, ShardSampler, SkipTracker, collate_clips
+from zorro.data.shards.reader import normalize_uint8_video
+from zorro.train.build import build_backbone, build_dataset, build_shard_dataset, build_task
 from zorro.train.config import TrainConfig
 from zorro.train.distributed import ResumableSampler, init_distributed
 from zorro.train.features import CachedClips
@@ -48,7 +49,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if isinstance(out.get("video"), torch.Tensor) and out["video"].dtype == torch.uint8:
+        out["video"] = normalize_uint8_video(out["video"])  # shards hand uint8 frames: normalised here, on the device
+    return out
 
 
 class Trainer:
@@ -68,12 +72,20 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
         seed_everything(cfg.run.seed)
+        for split in ("train", "eval"):
+            if getattr(cfg.data, f"{split}_manifest") and getattr(cfg.data, f"{split}_shards"):
+                raise ValueError(f"give data.{split}_manifest or data.{split}_shards, not both")
         if train_set is None:
-            if not cfg.data.train_manifest:
-                raise ValueError("no training data: give data.train_manifest in the config (or pass train_set)")
-            train_set = build_dataset(cfg, cfg.data.train_manifest, train=True, vocab=vocab)
+            if cfg.data.train_shards:
+                train_set = build_shard_dataset(cfg, cfg.data.train_shards, train=True, vocab=vocab)
+            elif cfg.data.train_manifest:
+                train_set = build_dataset(cfg, cfg.data.train_manifest, train=True, vocab=vocab)
+            else:
+                raise ValueError("no training data: give data.train_manifest or data.train_shards in the config (or pass train_set)")
         self.vocab = vocab or getattr(train_set, "vocab", None)
-        if eval_set is None and cfg.data.eval_manifest:
+        if eval_set is None and cfg.data.eval_shards:
+            eval_set = build_shard_dataset(cfg, cfg.data.eval_shards, train=False, vocab=self.vocab)
+        elif eval_set is None and cfg.data.eval_manifest:
             eval_set = build_dataset(cfg, cfg.data.eval_manifest, train=False, vocab=self.vocab)
         if cfg.data.cache_decoded:
             train_set = train_set if isinstance(train_set, CachedClips) else CachedClips(train_set, num_workers=cfg.data.num_workers)
@@ -92,7 +104,10 @@ class Trainer:
         if self.dist.world_size > 1:
             self.ddp = nn.parallel.DistributedDataParallel(self.objective, find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=(0.9, 0.999))
-        self.sampler = ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.run.seed)
+        if isinstance(train_set, ShardDataset):  # equal lengths per rank, exactly once per epoch, resumable
+            self.sampler = ShardSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.run.seed)
+        else:
+            self.sampler = ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.run.seed)
         self.micro_per_epoch = len(self.sampler) // cfg.data.batch_size
         self.steps_per_epoch = self.micro_per_epoch // cfg.optim.accum_steps
         if self.steps_per_epoch < 1:

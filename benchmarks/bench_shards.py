@@ -1,0 +1,327 @@
+"""Reading prepared shards: clips/s per core against decoding the media on the fly, and the
+training throughput of the demo model fed from shards against in-memory tensors.
+
+Reading (one clip = 8 frames at 224x224 + 10 s of 16 kHz mono audio, training mode: random
+clip offset, random-resized crop, flip, normalisation to the model's float input):
+
+* the media: 10 s h264+AAC mp4 files at 1280x720 and 398x224 (``bench_decode.make_file``);
+* the shards: the 8 frames of each file (at the clip's frame times), stored as JPEG (quality
+  90, 4:2:0) with the short side at ``--store`` pixels (256) and at the source's own 720
+  pixels, plus the 10 s of audio as 16-bit WAV, written with ``zorro.data.shards.write_samples``
+  (``--clips`` samples per set, so reads go through many members of a few shards);
+* pipelines, all single-threaded: ``ShardDataset.__getitem__`` as shipped (simplejpeg decode
+  of the frames the clip uses, crop + resize in uint8 with ``torch.nn.functional.interpolate``,
+  then normalised to float32), the same handing uint8 frames to the trainer (normalised on the
+  device), and candidates that change one step: the Pillow decoder, PyTurboJPEG (when it and
+  libturbojpeg are installed), Pillow's uint8 ``resize(box=...)`` per frame, a float
+  ``interpolate`` (antialiased) after the crop, and Pillow with draft-mode DCT scaling on
+  frames stored at 720p; against ``ClipDataset.__getitem__`` (``read_clip``) on the mp4 files.
+
+Clips/s/core is clips per CPU-second of this process (everything runs on one thread, so
+this is per core, and a shared machine's load shifts it less than wall time). Pipelines run
+interleaved (one batch of ``--clips`` clips each per round, ``--repeats`` rounds after a
+warm-up round); each figure is the median round.
+
+Training (``--train-steps``, 0 skips it): the demo's model (AV-digits settings: dim 128,
+depth 2, 8 frames of 32x32, 1 s of audio, supervised) trained by ``zorro.train.Trainer``
+from a shard folder of such clips (DataLoader with 2 workers) and from the same clips held
+as in-memory tensors (no workers), runs alternated (A B A B), steps/s of each after its
+first ``--warmup`` steps; the ratio shards / memory is the figure (goal >= 0.9).
+
+Usage: ``python benchmarks/bench_shards.py [--clips 16] [--repeats 5] [--store 256]
+[--train-steps 40] [--workdir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import make_file  # noqa: E402
+
+from zorro.data import ClipDataset, ManifestEntry, ShardDataset  # noqa: E402
+from zorro.data.shards import SampleData, write_samples  # noqa: E402
+
+SECONDS = 10.0
+FRAMES = 8
+SIZE = 224
+RATE = 16000
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def stored_frames(path: Path, short_side: int) -> np.ndarray:
+    """The 8 frames of the 10 s clip (at ``(i + 0.5) * 10 / 8`` s), short side resized to
+    ``short_side`` (Pillow, antialiased): ``(8, H, W, 3)`` uint8."""
+    from PIL import Image
+
+    targets = (np.arange(FRAMES) + 0.5) * SECONDS / FRAMES
+    frames: list[np.ndarray] = []
+    with av.open(str(path)) as c:
+        for f in c.decode(c.streams.video[0]):
+            while len(frames) < FRAMES and f.time is not None and f.time + 1e-6 >= targets[len(frames)]:
+                img = f.to_image()
+                scale = short_side / min(img.size)
+                img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), Image.BILINEAR, reducing_gap=None)
+                frames.append(np.asarray(img.convert("RGB")))
+    while len(frames) < FRAMES:
+        frames.append(frames[-1])
+    return np.stack(frames)
+
+
+def file_audio(path: Path) -> np.ndarray:
+    """10 s of the file's audio, mono 16 kHz float32."""
+    res = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+    parts = []
+    with av.open(str(path)) as c:
+        for f in c.decode(c.streams.audio[0]):
+            parts += [r.to_ndarray().reshape(-1) for r in res.resample(f)]
+    parts += [r.to_ndarray().reshape(-1) for r in res.resample(None)]
+    wave = np.concatenate(parts)[: int(SECONDS * RATE)]
+    return np.pad(wave, (0, int(SECONDS * RATE) - wave.shape[0])).astype(np.float32)
+
+
+def make_shard_set(out: Path, source: Path, short_side: int, clips: int) -> Path:
+    """A shard folder of ``clips`` samples holding the frames and audio of ``source``."""
+    if (out / "dataset.json").exists():
+        return out
+    frames, audio = stored_frames(source, short_side), file_audio(source)
+    samples = [SampleData(labels=("a",), audio=audio, frames=frames, start=0.0, end=SECONDS, path=str(source)) for _ in range(clips)]
+    write_samples(out, samples, labels=["a"], samples_per_shard=max(1, clips // 4), sample_rate=RATE)
+    return out
+
+
+# ---------------------------------------------------------------------------- candidates
+
+
+class FloatResize(ShardDataset):
+    """Candidate: crop in uint8, then a float32 antialiased ``interpolate`` and normalise."""
+
+    def _crop_resize(self, frames, box):
+        _, h, w, _ = frames.shape
+        x0, y0 = int(round(box.x)), int(round(box.y))
+        x1, y1 = min(w, int(round(box.x + box.w))), min(h, int(round(box.y + box.h)))
+        x = torch.from_numpy(frames[:, y0:y1, x0:x1]).permute(0, 3, 1, 2).float().div_(255.0)
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+        if box.flip:
+            x = x.flip(-1)
+        x = x.permute(1, 0, 2, 3)
+        mean = torch.tensor(self.mean).view(3, 1, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1, 1)
+        return (x - mean) / std
+
+
+class PillowBoxResize(ShardDataset):
+    """Candidate: Pillow decode and Pillow's uint8 ``resize(box=...)`` per frame."""
+
+    def _crop_resize(self, frames, box):
+        from PIL import Image
+
+        s = self.image_size
+        rect = (box.x, box.y, box.x + box.w, box.y + box.h)
+        out = np.stack([np.asarray(Image.fromarray(f).resize((s, s), Image.BILINEAR, box=rect)) for f in frames])
+        x = torch.from_numpy(out).permute(3, 0, 1, 2)
+        if box.flip:
+            x = x.flip(-1)
+        return x.float().mul_(self._norm_scale).add_(self._norm_offset)
+
+
+class PillowDraft(ShardDataset):
+    """Candidate: Pillow decodes each JPEG with draft-mode DCT scaling (1/2 .. 1/8, as far
+    as the crop still has >= S pixels), then ``resize(box=...)`` in uint8."""
+
+    def _frames(self, where, key, members, suffixes, offset, clip_len, stored_len, rng):
+        from PIL import Image
+
+        from zorro.data.transforms import random_resized_crop_box
+
+        s = self.image_size
+        with Image.open(io.BytesIO(members[suffixes[0]])) as im:
+            w, h = im.size
+        box = random_resized_crop_box(w, h, rng, scale=self.scale, ratio=self.ratio, hflip_prob=self.hflip_prob)
+        n = self.num_frames or len(suffixes)
+        picks = np.minimum((np.arange(n) * len(suffixes)) // n, len(suffixes) - 1)
+        out = np.empty((n, s, s, 3), dtype=np.uint8)
+        for i, j in enumerate(picks.tolist()):
+            with Image.open(io.BytesIO(members[suffixes[j]])) as im:
+                im.draft("RGB", (max(s, int(w * s / box.w)), max(s, int(h * s / box.h))))
+                k = w / im.size[0]
+                out[i] = np.asarray(im.convert("RGB").resize((s, s), Image.BILINEAR, box=(box.x / k, box.y / k, (box.x + box.w) / k, (box.y + box.h) / k)))
+        x = torch.from_numpy(out).permute(3, 0, 1, 2)
+        if box.flip:
+            x = x.flip(-1)
+        return x.float().mul_(self._norm_scale).add_(self._norm_offset)
+
+
+def turbojpeg_decoder():
+    """PyTurboJPEG's decoder, or None when the package or libturbojpeg is missing."""
+    try:
+        import turbojpeg
+
+        tj = turbojpeg.TurboJPEG()
+    except Exception:  # the package or the shared library is missing, or of the wrong version
+        return None
+
+    def decode(data):
+        return tj.decode(bytes(data), pixel_format=turbojpeg.TJPF_RGB)
+
+    return decode
+
+
+class TurboJPEG(ShardDataset):
+    """Candidate: PyTurboJPEG decode, then the shipped uint8 crop and resize."""
+
+    def _jpeg_function(self):
+        return turbojpeg_decoder()
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def measure(pipelines: dict, clips: int, repeats: int) -> dict[str, float]:
+    """Clips per CPU-second of each pipeline; rounds interleaved, median round."""
+    times: dict[str, list[float]] = {k: [] for k in pipelines}
+    for rnd in range(repeats + 1):
+        for name, (ds, count) in pipelines.items():
+            ds.set_epoch(rnd)
+            t0 = time.process_time()
+            for i in range(count):
+                item = ds[i % len(ds)]
+                if not isinstance(item, dict):
+                    raise RuntimeError(f"{name}: item {i} was skipped: {item}")
+            if rnd:
+                times[name].append((time.process_time() - t0) / count)
+    return {k: 1.0 / float(np.median(v)) for k, v in times.items()}
+
+
+def reading(work: Path, clips: int, repeats: int, store: int) -> list[tuple[str, float]]:
+    files = {}
+    for name, (w, h) in {"720p": (1280, 720), "224p": (398, 224)}.items():
+        files[name] = work / f"bench_{name}_g50.mp4"
+        if not files[name].exists():
+            make_file(files[name], w, h, SECONDS, gop=50)
+    small = make_shard_set(work / f"shards_{store}", files["720p"], store, clips)
+    big = make_shard_set(work / "shards_720", files["720p"], 720, clips)
+    kw = dict(train=True, duration=SECONDS, num_frames=FRAMES, image_size=SIZE, sample_rate=RATE)
+    pipes: dict[str, tuple] = {
+        f"shards {store}p: ShardDataset, float32 out (shipped)": (ShardDataset(small, **kw), clips),
+        f"shards {store}p: ShardDataset, uint8 out (normalise on device)": (ShardDataset(small, video_dtype="uint8", **kw), clips),
+        f"shards {store}p: Pillow decoder, uint8 interpolate": (ShardDataset(small, jpeg_decoder="pillow", **kw), clips),
+    }
+    if turbojpeg_decoder() is not None:
+        pipes[f"shards {store}p: PyTurboJPEG decoder, uint8 interpolate"] = (TurboJPEG(small, **kw), clips)
+    pipes[f"shards {store}p: simplejpeg, Pillow resize(box) per frame"] = (PillowBoxResize(small, **kw), clips)
+    pipes[f"shards {store}p: simplejpeg, float interpolate"] = (FloatResize(small, **kw), max(2, clips // 4))
+    pipes["shards 720p: Pillow draft (DCT scaling) + resize(box)"] = (PillowDraft(big, **kw), max(2, clips // 4))
+    pipes["shards 720p: ShardDataset, float32 out"] = (ShardDataset(big, **kw), max(2, clips // 4))
+    for name, path in files.items():
+        entry = ManifestEntry(str(path), ("a",))
+        pipes[f"on the fly: ClipDataset from {name} mp4"] = (ClipDataset([entry], **kw), 1)
+    res = measure(pipes, clips, repeats)
+    return list(res.items())
+
+
+# ---------------------------------------------------------------------------- training
+
+
+class InMemory(torch.utils.data.Dataset):
+    """The items of ``source`` decoded once and held as tensors."""
+
+    def __init__(self, source):
+        self.items = [source[i] for i in range(len(source))]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def training(work: Path, steps: int, warmup: int) -> dict[str, float]:
+    from zorro.recipes.avdigits_demo import DEMO_SETTINGS
+    from zorro.train import Trainer, TrainConfig
+
+    folder = work / "demo_shards"
+    if not (folder / "dataset.json").exists():
+        rng = np.random.default_rng(0)
+        samples = []
+        for k in range(512):
+            frames = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+            samples.append(SampleData(labels=(str(k % 10),), audio=(0.1 * rng.standard_normal(RATE)).astype(np.float32),
+                                      frames=frames, start=0.0, end=1.0, path=f"clip{k}"))
+        write_samples(folder, samples, labels=[str(c) for c in range(10)], samples_per_shard=128, sample_rate=RATE)
+    shards = ShardDataset(folder, train=False, duration=1.0, num_frames=8, image_size=32, sample_rate=RATE)
+    memory = InMemory(shards)
+    batch = DEMO_SETTINGS["finetune"]["batch_size"]
+    rates: dict[str, list[float]] = {"shards": [], "memory": []}
+    for rnd in range(2):
+        for name, ds, workers in (("shards", shards, 2), ("memory", memory, 0)):
+            out = work / f"train_{name}_{rnd}"
+            cfg = TrainConfig(
+                task="supervised",
+                model={"arch": dict(DEMO_SETTINGS["model"]), "precision": DEMO_SETTINGS["precision"]},
+                data={"batch_size": batch, "num_workers": workers},
+                optim={"epochs": 100, "max_steps": warmup + steps, "lr": 1e-3, "warmup_steps": 5},
+                run={"out_dir": str(out), "resume": False, "progress": False, "log_every": 1},
+            )
+            trainer = Trainer(cfg, ds, None, shards.vocab)
+            stamps = []
+            orig = trainer._log
+
+            def log(record, orig=orig, stamps=stamps):
+                stamps.append(time.perf_counter())
+                orig(record)
+
+            trainer._log = log
+            trainer.fit()
+            rates[name].append(steps / (stamps[warmup + steps - 1] - stamps[warmup - 1]))
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=16, help="clips per pipeline per round (and samples per shard set)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--store", type=int, default=256, help="stored short side (pixels)")
+    ap.add_argument("--train-steps", type=int, default=40, help="timed training steps per run (0: skip the training part)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--skip-reading", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="zorro_bench_shards_"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    if not args.skip_reading:
+        rows = reading(work, args.clips, args.repeats, args.store)
+        base = dict(rows)["on the fly: ClipDataset from 224p mp4"]
+        print(f"reading 8 frames at {SIZE}x{SIZE} + 10 s audio, training crops; {args.repeats} interleaved rounds, medians; one thread")
+        print(f"{'pipeline':62} {'clips/s/core':>12} {'vs 224p mp4':>12}")
+        for name, r in rows:
+            print(f"{name:62} {r:12.1f} {r / base:11.1f}x")
+        result["reading"] = {name: r for name, r in rows}
+    if args.train_steps > 0:
+        torch.set_num_threads(2)
+        rates = training(work, args.train_steps, args.warmup)
+        print(f"training the demo model (supervised, batch 32, 2 threads): shards {rates['shards']:.2f} steps/s, "
+              f"in-memory {rates['memory']:.2f} steps/s, ratio {rates['shards'] / rates['memory']:.3f} (goal >= 0.9)")
+        result["training"] = rates
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

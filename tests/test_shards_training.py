@@ -1,0 +1,129 @@
+"""Training from prepared shards (data.train_shards / data.eval_shards), exact resume after
+SIGKILL without re-reading, and folders accepted wherever a manifest is."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from shards_toy import make_shards
+from toy import tiny_config
+from zorro.checkpoint import latest_checkpoint
+from zorro.data import ClipDataset, ShardDataset, ShardSampler, read_manifest
+from zorro.train import Trainer, train
+
+TESTS = Path(__file__).resolve().parent
+CLIP = {"duration": 0.25, "num_frames": 4, "image_size": 16, "sample_rate": 16000}
+
+
+@pytest.fixture(scope="module")
+def shard_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_shards")
+    kw = dict(per_shard=5, num_classes=4, seconds=2.0, sample_rate=16000, frames=8, height=24, width=32)
+    return make_shards(root / "train", n=24, **kw), make_shards(root / "eval", n=8, **kw)
+
+
+def _config(out, shard_sets, **sections):
+    data = {"train_shards": str(shard_sets[0]), "eval_shards": str(shard_sets[1]), **CLIP, "batch_size": 4}
+    data.update(sections.pop("data", {}))
+    return tiny_config(out, data=data, **sections)
+
+
+def test_training_config_reads_shards(tmp_path, shard_sets):
+    trainer = Trainer(_config(tmp_path, shard_sets, optim={"epochs": 1}))
+    assert isinstance(trainer.train_set, ShardDataset) and isinstance(trainer.eval_set, ShardDataset)
+    assert isinstance(trainer.sampler, ShardSampler) and trainer.steps_per_epoch == 6
+    assert trainer.train_set.video_dtype == "uint8" and trainer.eval_set.video_dtype == "float32"
+    assert trainer.vocab.names == ["class0", "class1", "class2", "class3"]
+    metrics = trainer.fit()
+    assert 0.0 <= metrics["average"]["top1"] <= 1.0
+    assert trainer.train_set.num_read == 24 and trainer.train_set.num_skipped == 0
+
+
+def test_manifest_and_shards_for_one_split_are_refused(tmp_path, shard_sets):
+    with pytest.raises(ValueError, match="train_manifest or data.train_shards, not both"):
+        Trainer(_config(tmp_path, shard_sets, data={"train_manifest": "x.csv"}))
+    with pytest.raises(ValueError, match="8000 Hz"):
+        Trainer(_config(tmp_path, shard_sets, data={"sample_rate": 8000}))
+
+
+SLOW_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import zorro.data.shards.reader as reader
+slow = reader.ShardDataset.__getitem__
+def getitem(self, index):
+    time.sleep(0.02)
+    return slow(self, index)
+reader.ShardDataset.__getitem__ = getitem
+from test_shards_training import _config
+from zorro.train import train
+from pathlib import Path
+train(_config({out!r}, (Path({train!r}), Path({eval!r})), **{sections!r}))
+"""
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_from_shards_after_sigkill_is_exact_and_reads_nothing_twice(tmp_path, shard_sets):
+    sections = {"optim": {"epochs": 3}, "run": {"ckpt_every": 2}, "data": {"eval_shards": None}}
+    reference = Trainer(_config(tmp_path / "reference", shard_sets, **sections))
+    reference.fit()
+    assert reference.train_set.num_read == 3 * 24  # 3 epochs, 6 batches of 4 each
+
+    killed = tmp_path / "killed"
+    code = SLOW_RUN.format(tests=str(TESTS), out=str(killed), train=str(shard_sets[0]), eval=str(shard_sets[1]), sections=sections)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "ckpt-000008").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model").exists()
+    step = int(latest_checkpoint(killed / "checkpoints").name.split("-")[-1])
+    assert 2 <= step < 18  # the checkpoint the run had finished when it was killed
+
+    resumed = Trainer(_config(killed, shard_sets, **sections))
+    resumed.fit()
+    # the resumed run read only the batches after the checkpoint: nothing of the first `step`
+    assert resumed.train_set.num_read == (18 - step) * 4
+    a, b = _weights(tmp_path / "reference"), _weights(killed)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _class_tree(root: Path) -> Path:
+    import media
+
+    for c in ("cat", "dog"):
+        for i in range(2):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            media.make_media(root / c / f"{c}{i}.mp4", duration=0.6, width=32, height=32, sample_rate=16000, layout="mono")
+    return root
+
+
+def test_a_folder_per_class_tree_works_where_a_manifest_does(tmp_path, shard_sets):
+    tree = _class_tree(tmp_path / "tree")
+    entries = read_manifest(tree)  # raised "manifest ... does not exist" before
+    assert [e.labels for e in entries] == [("cat",), ("cat",), ("dog",), ("dog",)]
+    cfg = tiny_config(tmp_path / "run", data={"train_manifest": str(tree), "eval_manifest": str(tree), **CLIP, "batch_size": 2},
+                      optim={"epochs": 1})
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.train_set, ClipDataset) and trainer.vocab.names == ["cat", "dog"]
+    assert len(trainer.eval_set) == 4
+    trainer.fit()
+    assert ClipDataset.from_manifest(tree, train=False, **CLIP)[0]["label"] == 0
+    with pytest.raises(ValueError, match="prepared shard folder"):
+        read_manifest(shard_sets[0])
+    with pytest.raises(ValueError, match="does not exist"):
+        read_manifest(tmp_path / "nothing.csv")

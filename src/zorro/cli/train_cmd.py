@@ -54,7 +54,10 @@ def load_config(path: str | None, overrides: list[str], fixed: dict[str, Any] | 
     data: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     data = merge(data, parse_overrides(overrides))
@@ -93,7 +96,13 @@ def _run_training(args: argparse.Namespace, task: str) -> int:
         "task": task, "run": {"out_dir": args.out}, "model": {"init_from": getattr(args, "init_from", None)},
         "data": {"train_manifest": args.train_manifest, "eval_manifest": args.eval_manifest},
     })
-    cfg = TrainConfig.from_dict(data)
+    try:
+        cfg = TrainConfig.from_dict(data)
+    except (ValueError, TypeError) as exc:  # name the file the bad field came from
+        if not args.config:
+            raise
+        where = f"{args.config}" + (" (with --set overrides)" if args.overrides else "")
+        raise type(exc)(f"{where}: {exc}") from exc
     metrics = train(cfg)
     if metrics:
         logger.info("final evaluation: %s", json.dumps(_headline(metrics)))

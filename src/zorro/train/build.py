@@ -73,6 +73,7 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
         backend=d.decoder,
         seek_mode=d.seek_mode,
         fast_decode=d.fast_decode,
+        decode_time_limit=d.decode_time_limit,
     )
 
 

@@ -88,7 +88,39 @@ class _Section:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(_misplaced_message(unknown, cls.name, known))
+        for f in fields(cls):
+            if f.name in data and not _has_type(data[f.name], f.type):
+                value = data[f.name]
+                raise TypeError(f"{cls.name}.{f.name} must be {_TYPE_WORDS.get(f.type, f.type)}, got {value!r} ({type(value).__name__})")
         return cls(**dict(data))
+
+
+# What a config file may hold for each annotation of a section field (YAML 1.1 reads "3e-4"
+# as text: a float field also takes text, which must parse as a number).
+_TYPE_WORDS = {
+    "bool": "true or false", "int": "an integer", "int | None": "an integer or null", "float": "a number",
+    "float | None": "a number or null", "str": "a string", "str | None": "a string or null",
+    "dict[str, Any]": "a mapping",
+}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    def one(kind: str) -> bool:
+        if kind == "None":
+            return value is None
+        if kind == "bool":
+            return isinstance(value, bool)
+        if kind == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        if kind == "float":  # text is parsed (or refused, naming the field) by _coerce_numbers
+            return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        if kind == "str":
+            return isinstance(value, str)
+        if kind.startswith("dict"):
+            return isinstance(value, Mapping)
+        return True  # an annotation this check does not know: the section checks it
+
+    return any(one(kind.strip()) for kind in str(annotation).split("|"))
 
 
 @dataclass
@@ -135,6 +167,7 @@ class DataSection(_Section):
     decoder: str = "pyav"  # "pyav", "torchcodec" or "auto"
     seek_mode: str = "exact"  # "exact" frames, or "keyframe" (approximate, much faster on long files)
     fast_decode: bool = False  # skip h264 deblocking (small pixel error, faster)
+    decode_time_limit: float | None = 60.0  # s one clip may spend decoding; past it the clip is skipped and counted (None: no limit)
     cache_decoded: bool = False  # decode every clip once and keep it in memory (small data)
     num_workers: int = 2  # DataLoader worker processes
     batch_size: int = 32  # clips per process, per micro-batch

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,14 +42,6 @@ TEMPLATE_FIELDS = {
 }
 
 
-def _settings_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The PrepareSettings fields present on the parsed arguments (the shared options)."""
-    from zorro.data.prepare import PrepareSettings
-
-    names = {f.name for f in fields(PrepareSettings)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
-
-
 def _templates(args: argparse.Namespace, dataset: str):
     from zorro.data.annotations import NameTemplate
 
@@ -59,6 +50,7 @@ def _templates(args: argparse.Namespace, dataset: str):
 
 
 def _run(args: argparse.Namespace, dataset: str, parsed, annotation_files: Sequence[str]) -> int:
+    from zorro.cli.prepare import settings_from_args
     from zorro.data.annotations import MediaIndex, match_media
     from zorro.data.annotations.sources import prepare_inputs
     from zorro.data.prepare import prepare_shards
@@ -76,8 +68,7 @@ def _run(args: argparse.Namespace, dataset: str, parsed, annotation_files: Seque
             f"none of the {len(parsed.records)} annotated clips has a media file under {args.media_root} "
             f"(templates {[t.template for t in templates]}); check --media-root and --name-template"
         )
-    info = prepare_shards(inputs.sources, args.out, settings=None, workers=getattr(args, "workers", None),
-                          **inputs.kwargs(), **_settings_kwargs(args))
+    info = prepare_shards(inputs.sources, args.out, workers=args.workers, **inputs.kwargs(), **settings_from_args(args))
     summary = {
         "dataset": dataset,
         "annotated": len(parsed.records),

@@ -445,6 +445,25 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
     return finished
 
 
+def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], resume: int) -> list[dict[str, Any]] | None:
+    """When ``dataset.json`` of a finished run with this fingerprint lists exactly the
+    finished shards, the unreadable sources after the last shard (they are in no index);
+    else None."""
+    p = out / DATASET_JSON
+    if not p.is_file():
+        return None
+    try:
+        old = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if old.get("fingerprint") != fingerprint or [s.get("name") for s in old.get("shards", [])] != [ix["shard"] for ix in finished]:
+        return None
+    tail = [u for u in old.get("unreadable", []) if isinstance(u.get("source"), int) and u["source"] >= resume]
+    if not all({"path", "reason"} <= set(u) for u in tail):
+        return None
+    return [{"source": u["source"], "path": u["path"], "reason": u["reason"]} for u in tail]
+
+
 def _run_jobs(jobs: Iterable[tuple], workers: int):
     """Yield ``_prepare_source`` results in job order, at most ``4 * workers`` in flight."""
     if workers <= 1:
@@ -536,12 +555,15 @@ def prepare_shards(
     next_sample = sum(int(ix["num_samples"]) for ix in finished)
     if finished:
         logger.info("resuming: %d finished shard(s) hold sources [0, %d) (%d samples); decoding the %d left", len(finished), resume, next_sample, len(srcs) - resume)
-    if resume < len(srcs) and (out / DATASET_JSON).exists():
+    tail_unreadable = _finished_tail(out, fingerprint, finished, resume)
+    if tail_unreadable is not None:  # an earlier run finished: its last sources were all unreadable
+        resume = len(srcs)
+    elif resume < len(srcs) and (out / DATASET_JSON).exists():
         (out / DATASET_JSON).unlink()
 
     pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
     shards = [dict(ix) for ix in finished]
-    pending_unreadable: list[dict[str, Any]] = []  # since the last committed shard
+    pending_unreadable: list[dict[str, Any]] = tail_unreadable or []  # since the last committed shard
     pending_skipped: list[dict[str, Any]] = []
     writer: ShardWriter | None = None
     shard_start = resume
@@ -612,7 +634,7 @@ def prepare_shards(
         "num_samples": num_samples,
         "labels": list(labels),
         "multi_label": bool(multi_label),
-        "unreadable": [{"path": u["path"], "reason": u["reason"]} for u in unreadable],
+        "unreadable": [{"path": u["path"], "reason": u["reason"], "source": u["source"]} for u in unreadable],
         "missing": missing_list,
         "skipped_windows": [{"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]} for u in skipped_windows],
         "shards": [{"name": ix["shard"], "index": index_name(k), "num_samples": int(ix["num_samples"]), "bytes": int(ix["bytes"])} for k, ix in enumerate(shards)],

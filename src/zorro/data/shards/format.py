@@ -4,13 +4,17 @@ An output folder ``OUT`` of ``zorro prepare`` (:func:`zorro.data.prepare.prepare
 
 * ``OUT/dataset.json`` (written last, atomically): ``format`` (``"zorro-shards"``),
   ``format_version`` (1), ``num_samples``, ``labels`` (vocabulary in class-id order),
-  ``multi_label``, ``unreadable`` (``[{"path", "reason"}]``), ``missing`` (annotated items
-  without a media file, ``[]`` for a plain manifest), ``shards``
+  ``multi_label``, ``unreadable`` (``[{"path", "reason", "source"}]``, ``source`` = index in
+  the source list), ``missing`` (annotated items without a media file, as the caller gave
+  them, ``[]`` for a plain manifest), ``skipped_windows`` (``[{"path", "window", "start",
+  "reason"}]``: windows of written sources that decoded to nothing), ``shards``
   (``[{"name", "index", "num_samples", "bytes"}]``), ``counts`` (``{"sources", "written",
-  "unreadable", "missing", "samples"}``: ``sources == written + unreadable + missing``;
-  ``written`` counts source files, ``samples`` counts stored windows), ``settings`` (every
-  decode/window/storage setting), ``versions`` (zorro, torch, av, numpy, pillow, python) and
-  ``extra`` (what the caller passed as ``extra_info``, ``{}`` otherwise).
+  "unreadable", "missing", "samples", "skipped_windows"}``: ``sources == written + unreadable
+  + missing``; ``written`` counts source files, ``samples`` counts stored windows),
+  ``settings`` (every decode/window/storage setting: the fields of
+  :class:`zorro.data.prepare.PrepareSettings` with ``store_size`` resolved), ``versions``
+  (zorro, torch, av, ffmpeg, numpy, pillow, python), ``fingerprint`` (sha256 of settings and
+  sources, used to resume) and ``extra`` (the caller's ``extra_info``, ``{}`` otherwise).
 * ``OUT/shard-000000.tar``, ``OUT/shard-000001.tar``, ... (:func:`shard_name`): plain
   uncompressed POSIX (ustar) tar files in the WebDataset layout, and beside each one
   ``OUT/shard-000000.index.json`` (:func:`index_name`)::

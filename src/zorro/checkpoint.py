@@ -375,7 +375,10 @@ def _load_state_file(path: Path, map_location: str | torch.device = "cpu") -> di
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint is missing {path.name}: {path}")
-    state = safe_torch_load(path, map_location)
+    try:
+        state = safe_torch_load(path, map_location)
+    except (RuntimeError, EOFError) as err:  # torch.load on a truncated or overwritten file
+        raise ValueError(f"{path} is not a readable checkpoint state file (truncated or damaged): {err}") from None
     if not isinstance(state, dict) or "rng" not in state:
         raise ValueError(f"{path} is not a zorro checkpoint state file")
     return state

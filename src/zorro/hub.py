@@ -27,6 +27,7 @@ arguments).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -162,9 +163,11 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch
             t = t.clone()
         seen.add(ptr)
         cpu[key] = t
+    meta = dict(metadata or {})
+    meta[DIGESTS_KEY] = json.dumps(tensor_digests(cpu), sort_keys=True)
     tmp = _tmp_name(final)
     try:
-        save_file(cpu, str(tmp), metadata=dict(metadata or {}))
+        save_file(cpu, str(tmp), metadata=meta)
         os.chmod(tmp, 0o666 & ~_umask())
         _fsync_file(tmp)
         os.replace(tmp, final)
@@ -173,6 +176,54 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch
         raise
     _fsync_dir(final.parent)
     return final
+
+
+# safetensors metadata key of the per-tensor checksums written by atomic_save_safetensors
+DIGESTS_KEY = "zorro_tensor_sha256"
+
+
+def tensor_digests(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """``{name: first 16 hex digits of the SHA-256 of dtype, shape and bytes}`` for CPU
+    tensors: the checksums saved with a safetensors file, checked when it is read."""
+    out = {}
+    for name, t in tensors.items():
+        h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.detach().contiguous().view(-1).view(torch.uint8).numpy())
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
+def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, checked against the checksums saved with them (files
+    written by other tools have none: read as they are).
+
+    Raises:
+        ValueError: naming the file: it is truncated or its header is damaged, or the named
+            tensors do not match their saved checksums (damaged data).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            saved = (f.metadata() or {}).get(DIGESTS_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or damaged): {err}") from None
+    if saved is not None:
+        try:
+            expected = json.loads(saved)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: the checksum record {DIGESTS_KEY!r} in its header is damaged") from None
+        got = tensor_digests(tensors)
+        bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+        if bad:
+            raise ValueError(
+                f"{path} is damaged: {len(bad)} tensor(s) do not match the checksums saved with them: {bad[:10]}"
+            )
+    if str(map_location) != "cpu":
+        tensors = {k: v.to(map_location) for k, v in tensors.items()}
+    return tensors
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -234,9 +285,7 @@ def load_state_dict_file(path: str | os.PathLike, *, map_location: str | torch.d
     if not path.is_file():
         raise FileNotFoundError(f"no such weights file: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device=str(map_location))
+        return _read_safetensors(path, map_location)
     try:
         obj = safe_torch_load(path, map_location)
     except RuntimeError as err:
@@ -349,9 +398,12 @@ def read_config(path: str | os.PathLike):
         raise FileNotFoundError(f"no {CONFIG_NAME} at {path}")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON: {err}") from None
-    return ZorroConfig.from_dict(upgrade_config(data)["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON (truncated or damaged?): {err}") from None
+    try:
+        return ZorroConfig.from_dict(upgrade_config(data)["config"])
+    except (ValueError, TypeError) as err:  # the message names the field; add the file
+        raise type(err)(f"{file}: {err}") from err
 
 
 def _config_document(model: nn.Module) -> dict[str, Any]:

@@ -112,4 +112,14 @@ def test_esc50_prepare_and_five_fold_cv(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["protocol"] == "esc50" and len(printed["top1"]["folds"]) == 5
     result = json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())
-    assert result["samples"] == {str(k): {"train": 8, "eval": 2} for k in range(1, 6)}
+    assert result["samples"] == {str(k): {"train": 8, "eval": 2} for k in range(1, 6)}  # each fold held out once
+    accs = [result["per_fold"][str(k)]["top1"] for k in range(1, 6)]
+    assert result["summary"]["folds"] == accs and printed["top1"]["folds"] == [round(a, 4) for a in accs]
+    assert result["summary"]["mean"] == pytest.approx(sum(accs) / 5)
+    assert result["summary"]["std"] == pytest.approx((sum((a - sum(accs) / 5) ** 2 for a in accs) / 4) ** 0.5)
+    # run again: finished folds are read back, not trained again
+    weights = tmp_path / "cv" / "fold3" / "model" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    assert main(["cv", "-c", cfg, "--out", str(tmp_path / "cv")]) == 0
+    assert weights.stat().st_mtime_ns == mtime
+    assert json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())["summary"] == result["summary"]

@@ -104,7 +104,12 @@ class Trainer:
         if self.dist.world_size > 1:
             self.ddp = nn.parallel.DistributedDataParallel(self.objective, find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=(0.9, 0.999))
-        if isinstance(train_set, ShardDataset):  # equal lengths per rank, exactly once per epoch, resumable
+        if cfg.data.balanced_sampling:  # AudioSet: weighted draws with replacement (zorro.data.balanced)
+            from zorro.data.balanced import BalancedSampler, balanced_weights, dataset_label_ids
+
+            self.sampler = BalancedSampler(balanced_weights(*dataset_label_ids(train_set)), num_samples=cfg.data.samples_per_epoch or len(train_set),
+                                           num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.run.seed)
+        elif isinstance(train_set, ShardDataset):  # equal lengths per rank, exactly once per epoch, resumable
             self.sampler = ShardSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.run.seed)
         else:
             self.sampler = ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.run.seed)
@@ -294,7 +299,12 @@ class Trainer:
         with autocast(self.cfg.model.precision, self.dist.device):
             if self.cfg.task == "pretrain":
                 return evaluate_retrieval(self.objective.task, loader, device=self.dist.device)
-            return evaluate_classifier(self.objective.task, loader, multi_label=self.cfg.data.multi_label, device=self.dist.device)
+            metrics = evaluate_classifier(self.objective.task, loader, multi_label=self.cfg.data.multi_label, device=self.dist.device)
+            if self.cfg.data.eval_protocol:  # the dataset's own metrics, one score per file (zorro.protocols)
+                from zorro.protocols import evaluate_protocol
+
+                metrics["protocol"] = evaluate_protocol(self.objective.task, loader, self.cfg.data.eval_protocol, device=self.dist.device)
+            return metrics
 
     def _finish(self, metrics: Mapping[str, Any]) -> None:
         if not self.dist.is_main:

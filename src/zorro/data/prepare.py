@@ -224,10 +224,11 @@ def _stored_size(width: int, height: int, short: int) -> tuple[int, int]:
 def _frames_to_jpeg(video: Any, out_w: int, out_h: int, quality: int) -> list[bytes]:
     """``(3, T, L, L)`` float [0, 1] frames (L = long side, short axis stretched) -> T JPEGs
     of ``out_w`` × ``out_h`` (the short axis resized with Pillow's antialiased bicubic)."""
-    import torch  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    arr = video.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+    # the decoder's floats are uint8 / 255: + 0.5 and truncation recover the bytes exactly
+    # (numpy: ~10x faster than torch's float -> uint8 cast here)
+    arr = np.ascontiguousarray((video.numpy() * np.float32(255.0) + np.float32(0.5)).astype(np.uint8).transpose(1, 2, 3, 0))
     out = []
     for frame in arr:
         if frame.shape[1] != out_w or frame.shape[0] != out_h:

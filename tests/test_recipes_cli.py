@@ -17,7 +17,7 @@ from media import make_media
 from toy import TINY_MODEL
 from zorro.cli import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:audio features of shape")]
+pytestmark = pytest.mark.filterwarnings("ignore:audio features of shape")  # short test clips cropped to whole patches
 
 SMALL = ["--duration", "1.0", "--num-frames", "2", "--image-size", "32", "--store-size", "36", "--workers", "1",
          "--shard-samples", "4"]
@@ -46,6 +46,7 @@ def _config(path, **data):
     return str(path)
 
 
+@pytest.mark.slow
 def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     media = tmp_path / "downloads"
     media.mkdir()
@@ -90,6 +91,7 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     assert metrics["mAP"] == pytest.approx(end_of_run["mAP"])  # the same model on the same clips
 
 
+@pytest.mark.slow
 def test_esc50_prepare_and_five_fold_cv(tmp_path, capsys):
     audio = tmp_path / "ESC-50-master" / "audio"
     audio.mkdir(parents=True)
@@ -123,3 +125,80 @@ def test_esc50_prepare_and_five_fold_cv(tmp_path, capsys):
     assert main(["cv", "-c", cfg, "--out", str(tmp_path / "cv")]) == 0
     assert weights.stat().st_mtime_ns == mtime
     assert json.loads((tmp_path / "cv" / "cv_metrics.json").read_text())["summary"] == result["summary"]
+
+
+VGGSOUND = textwrap.dedent('''\
+    vid00000001,10,"bird chirping, tweeting",train
+    vid00000002,0,dog barking,train
+    vid00000003,30,"bird chirping, tweeting",test
+    vid00000004,5,dog barking,train
+    ''')
+
+KINETICS = textwrap.dedent('''\
+    label,youtube_id,time_start,time_end,split,is_cc
+    playing bagpipes,kin00000001,10,20,train,0
+    abseiling,kin00000002,0,10,train,0
+    tapping pen,kin00000003,3,13,train,0
+    ''')
+
+
+def _audio(path, seconds=0.5):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_media(path, video_codec=None, audio_codec="pcm_s16le", container_format="matroska", layout="mono", duration=seconds)
+
+
+def test_vggsound_and_kinetics_sounds_prepare_commands(tmp_path, capsys):
+    (tmp_path / "vggsound.csv").write_text(VGGSOUND)
+    for name in ("vid00000001_000010.mkv", "vid00000002_000000.mkv"):  # vid00000004 missing
+        _audio(tmp_path / "vgg" / name)
+    small = [*SMALL, "--no-video"]
+    assert main(["prepare", "vggsound", "--csv", str(tmp_path / "vggsound.csv"), "--split", "train",
+                 "--media-root", str(tmp_path / "vgg"), "--out", str(tmp_path / "vgg_train"), *small]) == 0
+    info = json.loads((tmp_path / "vgg_train" / "dataset.json").read_text())
+    assert info["labels"] == ["bird chirping, tweeting", "dog barking"]  # sorted over both splits
+    assert info["counts"]["written"] == 2 and [m["ytid"] for m in info["missing"]] == ["vid00000004"]
+    assert info["extra"]["filtered_counts"] == {"split is not train": 1}
+
+    # Kinetics-Sounds from the CSV (torchvision-style tree; abseiling is not a Kinetics-Sounds class)
+    (tmp_path / "train.csv").write_text(KINETICS)
+    _audio(tmp_path / "k400" / "train" / "playing bagpipes" / "kin00000001_000010_000020.mkv")
+    _audio(tmp_path / "k400" / "train" / "abseiling" / "kin00000002_000000_000010.mkv")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("playing bagpipes\ntapping pen\n")
+    assert main(["prepare", "kinetics-sounds", "--csv", str(tmp_path / "train.csv"), "--classes", str(classes),
+                 "--media-root", str(tmp_path / "k400" / "train"), "--out", str(tmp_path / "ks"), *small]) == 0
+    info = json.loads((tmp_path / "ks" / "dataset.json").read_text())
+    assert info["labels"] == ["playing bagpipes", "tapping pen"] and info["counts"]["written"] == 1
+    assert [m["id"] for m in info["missing"]] == ["kin00000003_000003_000013"]
+    assert info["extra"]["filtered_counts"] == {"class not in the subset": 1}
+    # ... and from the tree alone
+    assert main(["prepare", "kinetics-sounds", "--classes", str(classes), "--media-root", str(tmp_path / "k400" / "train"),
+                 "--out", str(tmp_path / "ks_tree"), *small]) == 1  # no folder for 'tapping pen': list and tree disagree
+    classes.write_text("playing bagpipes\n")
+    assert main(["prepare", "kinetics-sounds", "--classes", str(classes), "--media-root", str(tmp_path / "k400" / "train"),
+                 "--out", str(tmp_path / "ks_tree"), *small]) == 0
+    samples = json.loads((tmp_path / "ks_tree" / "dataset.json").read_text())
+    assert samples["counts"]["written"] == 1
+
+    # normalisation statistics from the prepared audio, as training reads it
+    capsys.readouterr()
+    assert main(["audio-stats", "--shards", str(tmp_path / "vgg_train"), "--duration", "1.0", "--num-workers", "0"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["files"] == 2 and stats["audio_std"] > 0
+
+
+def test_bad_input_stops_with_a_clear_message(tmp_path, caplog):
+    (tmp_path / "vggsound.csv").write_text(VGGSOUND)
+    (tmp_path / "vgg").mkdir()
+    args = ["prepare", "vggsound", "--csv", str(tmp_path / "vggsound.csv"), "--split", "train", "--media-root", str(tmp_path / "vgg"),
+            "--out", str(tmp_path / "out"), *SMALL]
+    assert main([*args, "--name-template", "{yt_id}.mp4"]) == 1
+    assert "unknown field {yt_id}; available fields" in caplog.text
+    assert main(args) == 1  # no media at all
+    assert "none of the 3 annotated clips has a media file" in caplog.text
+    (tmp_path / "l.csv").write_text(LABELS)
+    (tmp_path / "s.csv").write_text(HEADER + 'abc, 0.000, 10.000, "/m/not_in_the_list"\n')
+    assert main(["prepare", "audioset", "--segments", str(tmp_path / "s.csv"), "--labels", str(tmp_path / "l.csv"),
+                 "--media-root", str(tmp_path / "vgg"), "--out", str(tmp_path / "out"), *SMALL]) == 1
+    assert "s.csv:4: unknown MID" in caplog.text and "label file does not match" in caplog.text
+    assert not (tmp_path / "out").exists()  # nothing written before the input is known good

@@ -15,9 +15,16 @@ def _cmd(args: argparse.Namespace) -> int:
     from zorro.audio import AudioFrontend, compute_audio_stats
     from zorro.data import ClipDataset, SkipTracker, collate_clips
 
-    dataset = ClipDataset.from_manifest(
-        args.manifest, train=False, video=False, duration=args.duration, sample_rate=args.sample_rate, num_frames=1, image_size=32,
-    )
+    if bool(args.manifest) == bool(args.shards):
+        raise ValueError("give the audio as --manifest or as --shards (one of them)")
+    if args.shards:  # the waveforms training will see: resampled once, when the shards were prepared
+        from zorro.data.shards.reader import ShardDataset
+
+        dataset = ShardDataset(args.shards, train=False, video=False, duration=args.duration, sample_rate=args.sample_rate)
+    else:
+        dataset = ClipDataset.from_manifest(
+            args.manifest, train=False, video=False, duration=args.duration, sample_rate=args.sample_rate, num_frames=1, image_size=32,
+        )
     frontend = AudioFrontend(args.frontend, sample_rate=args.sample_rate, num_mel_bins=args.num_mel_bins)
     loader = DataLoader(dataset, batch_size=32, num_workers=args.num_workers, collate_fn=collate_clips)
     tracker = SkipTracker()
@@ -32,16 +39,17 @@ def _cmd(args: argparse.Namespace) -> int:
     skipped = tracker.end_epoch()
     result = {"audio_frontend": args.frontend, "audio_mean": mean, "audio_std": std, "files": len(dataset), "unreadable": skipped}
     print(json.dumps(result, indent=2))
-    logger.info("pass these to the model config: --set model.audio_mean=%.6f --set model.audio_std=%.6f", mean, std)
+    logger.info("pass these to the model config: --set model.arch.audio_mean=%.6f --set model.arch.audio_std=%.6f", mean, std)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``audio-stats`` to the ``zorro`` parser."""
     p = sub.add_parser("audio-stats", help="mean/std of the audio front-end's features over a manifest",
-                       description="Decodes the audio of every file of a manifest (one centred clip each) and prints the "
-                                   "mean and standard deviation of the front-end features, for model.audio_mean/audio_std.")
-    p.add_argument("--manifest", required=True, help="CSV/JSONL manifest")
+                       description="Decodes the audio of every file of a manifest, or reads every sample of prepared shards (one centred clip each), and prints the "
+                                   "mean and standard deviation of the front-end features, for model.arch.audio_mean/audio_std.")
+    p.add_argument("--manifest", help="CSV/JSONL manifest")
+    p.add_argument("--shards", help="a prepared shard folder (`zorro prepare`) instead of a manifest: the audio exactly as training reads it")
     p.add_argument("--frontend", choices=["fbank", "spectrogram"], default="fbank")
     p.add_argument("--num-mel-bins", type=int, default=128)
     p.add_argument("--sample-rate", type=int, default=16000)

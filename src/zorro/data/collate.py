@@ -15,7 +15,10 @@ and reports the count at the end of the epoch.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -131,7 +134,8 @@ class SkipTracker:
     def __init__(self) -> None:
         self.epoch_skipped = 0
         self.total_skipped = 0
-        self.bad_files: dict[str, str] = {}
+        self.bad_files: dict[str, str] = {}  # path -> reason, in the order first met
+        self.times_skipped: dict[str, int] = {}  # path -> items skipped from it
 
     def update(self, batch: dict[str, Any]) -> int:
         """Account for one batch; returns its number of skipped items."""
@@ -139,10 +143,26 @@ class SkipTracker:
         self.epoch_skipped += n
         self.total_skipped += n
         for path, reason in batch.get("skipped", ()):
+            self.times_skipped[path] = self.times_skipped.get(path, 0) + 1
             if path not in self.bad_files:
                 self.bad_files[path] = reason
                 logger.warning("skipping unreadable media file %s: %s", path, reason)
         return n
+
+    def write_report(self, path: str | os.PathLike) -> Path:
+        """Write the bad files met so far to ``path`` as JSON Lines, one
+        ``{"path", "reason", "times_skipped"}`` object per file in the order first met (an
+        empty file when none was skipped); replaced atomically. Returns the path."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            json.dumps({"path": p, "reason": r, "times_skipped": self.times_skipped.get(p, 0)}) + "\n"
+            for p, r in self.bad_files.items()
+        ]
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(lines))
+        os.replace(tmp, out)
+        return out
 
     def end_epoch(self, epoch: int | None = None) -> int:
         """Log and return the number of items skipped since the last call, then reset it."""

@@ -258,6 +258,7 @@ class Trainer:
                 if cfg.run.ckpt_every and self.step % cfg.run.ckpt_every == 0:
                     self._checkpoint(epoch, micro)
             self.skips.end_epoch(epoch)
+            self._write_skip_report()
             epoch, micro_start = epoch + 1, 0
             if self._last_ckpt_step != self.step:
                 self._checkpoint(epoch, 0)
@@ -306,7 +307,14 @@ class Trainer:
                 metrics["protocol"] = evaluate_protocol(self.objective.task, loader, self.cfg.data.eval_protocol, device=self.dist.device)
             return metrics
 
+    def _write_skip_report(self) -> None:
+        """The unreadable files this process met (``SkipTracker.write_report``):
+        ``skipped.jsonl`` in the run folder (``skipped-rank<r>.jsonl`` per rank under DDP)."""
+        name = "skipped.jsonl" if self.dist.world_size == 1 else f"skipped-rank{self.dist.rank}.jsonl"
+        self.skips.write_report(self.out / name)
+
     def _finish(self, metrics: Mapping[str, Any]) -> None:
+        self._write_skip_report()
         if not self.dist.is_main:
             return
         self.backbone.save_pretrained(str(self.out / "model"))
@@ -325,7 +333,8 @@ class Trainer:
             logger.warning("matplotlib is not installed: no loss plot written")
         num_skipped = self.skips.total_skipped
         if num_skipped:
-            logger.warning("%d clips were skipped over the run because their files could not be read", num_skipped)
+            logger.warning("%d clips were skipped over the run because their files could not be read (%d files, listed in %s)",
+                           num_skipped, len(self.skips.bad_files), self.out / "skipped.jsonl")
         unpaired = getattr(self.objective, "num_unpaired", 0)
         if unpaired:
             logger.warning("%d clips lacking audio or video were left out of contrastive training", unpaired)

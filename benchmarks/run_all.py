@@ -2,6 +2,8 @@
 
 * ``bench_model.py`` -- our model against the dense seed-style reference (issue 7).
 * ``bench_decode.py`` -- clip decoding throughput (issue 5), when present.
+* ``bench_shards.py`` -- reading prepared shards vs decoding on the fly, and training from
+  shards vs in-memory tensors (issue 20), when present.
 * ``bench_prepare.py`` -- ``zorro prepare`` throughput and bytes per clip (issue 20), when present.
 
 Arguments after ``--`` go to ``bench_model.py`` (e.g. ``python benchmarks/run_all.py -- --quick``);
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [("bench_model", [sys.executable, str(HERE / "bench_model.py"), *model_args])]
     if (HERE / "bench_decode.py").exists():
         jobs.append(("bench_decode", [sys.executable, str(HERE / "bench_decode.py")]))
+    if (HERE / "bench_shards.py").exists():
+        jobs.append(("bench_shards", [sys.executable, str(HERE / "bench_shards.py"), "--json", str(HERE / "results" / "shards.json")]))
     if (HERE / "bench_prepare.py").exists():
         jobs.append(("bench_prepare", [sys.executable, str(HERE / "bench_prepare.py"), "--json", str(HERE / "results" / "prepare.json")]))
     failed = []

@@ -315,3 +315,31 @@ def test_cli_prepare_folder_tree(media, tmp_path):
     assert main(["prepare", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o2"), "--workers", "1", "--no-video"]) == 0
     assert fmt.read_dataset_json(tmp_path / "o2")["counts"]["unreadable"] == 1
     assert main(["prepare", "--out", str(tmp_path / "o3")]) == 1  # no --manifest and no dataset command
+
+
+def test_worker_death_and_unexpected_errors_name_the_file(media, tmp_path, monkeypatch):
+    import zorro.data.prepare as prep
+
+    real = prep._decode_source
+    srcs = _sources(media)
+
+    def dies_on_long(i, src, s, vocab):
+        if src.path == str(media["long"]):
+            os._exit(3)  # a crashing decoder (forked workers inherit this patch)
+        return real(i, src, s, vocab)
+
+    monkeypatch.setattr(prep, "_decode_source", dies_on_long)
+    with pytest.raises(RuntimeError, match="worker process died"):
+        prepare_shards(srcs, tmp_path / "a", labels=LABELS, workers=2, **SETTINGS)
+    assert not list((tmp_path / "a").glob("*.tmp")) and not (tmp_path / "a" / "dataset.json").exists()
+
+    def raises_on_long(i, src, s, vocab):
+        if src.path == str(media["long"]):
+            raise KeyError("boom")
+        return real(i, src, s, vocab)
+
+    monkeypatch.setattr(prep, "_decode_source", raises_on_long)
+    with pytest.raises(RuntimeError, match="long.mp4.*KeyError"):
+        prepare_shards(srcs, tmp_path / "b", labels=LABELS, workers=1, **SETTINGS)
+    assert not list((tmp_path / "b").glob("*.tmp"))
+    assert (tmp_path / "b" / fmt.index_name(0)).exists()  # shards finished before the error stay

@@ -25,6 +25,8 @@ Guarantees:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import concurrent.futures.process
 import hashlib
 import json
 import logging
@@ -466,7 +468,10 @@ def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], 
 
 
 def _run_jobs(jobs: Iterable[tuple], workers: int):
-    """Yield ``_prepare_source`` results in job order, at most ``4 * workers`` in flight."""
+    """Yield ``_prepare_source`` results in job order, at most ``4 * workers`` in flight.
+
+    A worker process that dies (crash, out-of-memory kill) raises RuntimeError naming the
+    files in flight, instead of hanging; finished shards stay and a rerun resumes."""
     if workers <= 1:
         for job in jobs:
             yield _prepare_source(job)
@@ -474,19 +479,32 @@ def _run_jobs(jobs: Iterable[tuple], workers: int):
     # fork, like DataLoader workers: no re-import of the caller's __main__, fast start
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    try:
         pending: collections.deque = collections.deque()
         it = iter(jobs)
         done = False
         while True:
             while not done and len(pending) < 4 * workers:
                 try:
-                    pending.append(pool.apply_async(_prepare_source, (next(it),)))
+                    job = next(it)
                 except StopIteration:
                     done = True
+                    break
+                pending.append((job[1].path, pool.submit(_prepare_source, job)))
             if not pending:
                 break
-            yield pending.popleft().get()
+            path, fut = pending.popleft()
+            try:
+                yield fut.result()
+            except concurrent.futures.process.BrokenProcessPool as exc:
+                in_flight = [path] + [p for p, _ in pending]
+                raise RuntimeError(
+                    f"a decoding worker process died (crash or out-of-memory kill) while preparing one of "
+                    f"{in_flight[:8]}{' ...' if len(in_flight) > 8 else ''}; finished shards are kept, rerun to resume"
+                ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_shards(

@@ -37,6 +37,7 @@ from zorro.train.distributed import ResumableSampler, init_distributed
 from zorro.train.features import CachedClips
 from zorro.train.optim import param_groups, warmup_cosine
 from zorro.train.precision import autocast, resolve_precision
+from zorro.train.reporting import Progress, TensorBoardLog
 from zorro.train.rng import seed_everything
 
 __all__ = ["NonFiniteLossError", "Trainer", "train"]
@@ -129,6 +130,7 @@ class Trainer:
         self._last_ckpt_step = -1
         self.history: list[dict[str, Any]] = []
         self.skips = SkipTracker()
+        self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=False)  # opened by fit()
 
     # -------------------------------------------------------------- files
 
@@ -145,6 +147,7 @@ class Trainer:
         if self.dist.is_main:
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self._tensorboard.write(record)
 
     def _checkpoint(self, epoch: int, micro_in_epoch: int) -> None:
         self._last_ckpt_step = self.step
@@ -187,11 +190,9 @@ class Trainer:
         self._write_run_files()
         epoch, micro_start = self._resume()
         module = self.ddp or self.objective
-        bar = None
-        if cfg.run.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.task, unit="step", dynamic_ncols=True)
+        progress = Progress(self.total_steps, initial=self.step, desc=cfg.task, enabled=cfg.run.progress and self.dist.is_main)
+        self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=cfg.run.tensorboard and self.dist.is_main,
+                                           purge_step=self.step or None)  # a resumed run drops events after its checkpoint
         t0, seen = time.perf_counter(), 0
         metrics: dict[str, Any] = {}
         while self.step < self.total_steps:
@@ -225,6 +226,7 @@ class Trainer:
                         loss, parts = module(batch)
                     if not self._all_finite(loss):
                         self._checkpoint(epoch, micro - micro % cfg.optim.accum_steps)
+                        self._tensorboard.close()
                         raise NonFiniteLossError(
                             f"non-finite loss {float(loss.detach())} at step {self.step} (parts {parts}); the last good state is "
                             f"checkpointed in {self.out / 'checkpoints'}. Lower lr, use fp32, or check the data."
@@ -244,9 +246,8 @@ class Trainer:
                 if head is not None and hasattr(head, "clamp_logit_scale_"):
                     head.clamp_logit_scale_()
                 self.step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{parts.get('total', float(loss.detach())):.3f}", clips_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                if progress.enabled:
+                    progress.update(self.step, loss=parts.get("total", float(loss.detach())), clips_per_s=seen / (time.perf_counter() - t0))
                 if self.step % cfg.run.log_every == 0 or self.step == self.total_steps:
                     loss_value = self._global_mean(parts.get("total", float(loss.detach())))
                     record = {"step": self.step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0],
@@ -265,12 +266,12 @@ class Trainer:
             if cfg.run.eval_every and epoch % cfg.run.eval_every == 0 and self.eval_set is not None and self.step < self.total_steps:
                 metrics = self.evaluate()
                 self._log({"step": self.step, "epoch": epoch, "eval": metrics})
-        if bar is not None:
-            bar.close()
+        progress.close()
         if self.eval_set is not None:
             metrics = self.evaluate()
             self._log({"step": self.step, "epoch": epoch, "eval": metrics})
         self._finish(metrics)
+        self._tensorboard.close()
         if self.dist.world_size > 1:
             dist.barrier()  # other ranks wait while rank 0 writes, so all leave the group together
         return metrics

@@ -148,10 +148,13 @@ class MediaIndex:
     root: Path
     extensions: tuple[str, ...] = MEDIA_EXTENSIONS
     ambiguous: int = 0
-    _rel: set[str] = field(default_factory=set, repr=False)
-    _rel_stem: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    _name: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    _stem: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # relative path without extension -> relative path(s); a str while there is one (memory:
+    # AudioSet's 2M files). Basename tables only for files in sub-folders (a root file is
+    # found by its relative path already).
+    _by_stem: dict[str, str | list[str]] = field(default_factory=dict, repr=False)
+    _nested_name: dict[str, str | list[str]] = field(default_factory=dict, repr=False)
+    _nested_stem: dict[str, str | list[str]] = field(default_factory=dict, repr=False)
+    _count: int = 0
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -168,14 +171,17 @@ class MediaIndex:
                 stem, ext = os.path.splitext(name)
                 if ext.lower() not in exts:
                     continue
-                rel = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
-                self._rel.add(rel)
-                self._rel_stem.setdefault(rel[: len(rel) - len(ext)], []).append(rel)
-                self._name.setdefault(name, []).append(rel)
-                self._stem.setdefault(stem, []).append(rel)
+                self._count += 1
+                if rel_dir == ".":
+                    _add(self._by_stem, stem, name)
+                    continue
+                rel = f"{Path(rel_dir).as_posix()}/{name}"
+                _add(self._by_stem, rel[: len(rel) - len(ext)], rel)
+                _add(self._nested_name, name, rel)
+                _add(self._nested_stem, stem, rel)
 
     def __len__(self) -> int:
-        return len(self._rel)
+        return self._count
 
     def _prefer(self, rels: list[str]) -> str:
         rank = {e: i for i, e in enumerate(self.extensions)}
@@ -186,16 +192,14 @@ class MediaIndex:
         name = name.replace(os.sep, "/")
         while name.startswith("./"):
             name = name[2:]
-        if name in self._rel:
-            return self.root / name
         stem, ext = os.path.splitext(name)
         base = stem if ext.lower() in self.extensions else name
-        hits = self._rel_stem.get(base)
+        hits = _get(self._by_stem, base)
         if hits:
-            return self.root / self._prefer(hits)
+            return self.root / (name if name in hits else self._prefer(hits))
         if "/" in name:
             return None
-        hits = self._name.get(name) or self._stem.get(base)
+        hits = _get(self._nested_name, name) or _get(self._nested_stem, base)
         if not hits:
             return None
         folders = sorted({os.path.dirname(h) for h in hits})
@@ -206,6 +210,23 @@ class MediaIndex:
                                name, len(folders), self.root, folders[0])
             hits = [h for h in hits if os.path.dirname(h) == folders[0]]
         return self.root / self._prefer(hits)
+
+
+def _add(table: dict[str, str | list[str]], key: str, rel: str) -> None:
+    old = table.get(key)
+    if old is None:
+        table[key] = rel
+    elif isinstance(old, str):
+        table[key] = [old, rel]
+    else:
+        old.append(rel)
+
+
+def _get(table: dict[str, str | list[str]], key: str) -> list[str]:
+    value = table.get(key)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else value
 
 
 @dataclass

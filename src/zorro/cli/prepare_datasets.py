@@ -21,7 +21,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 logger = logging.getLogger("zorro.cli")
 

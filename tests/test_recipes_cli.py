@@ -58,7 +58,7 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
         end = "36.500" if i == 3 else "40.000"  # a short segment
         rows.append(f'{ytid}, 30.000, {end}, "{labels}"')
         if i != 9:  # one annotated video was never downloaded
-            make_media(media / f"{ytid}_000030.mp4", duration=1.0, tone_hz=300 + 200 * (i % 3))
+            make_media(media / f"{ytid}_000030.mp4", duration=2.0, tone_hz=300 + 200 * (i % 3))
     (tmp_path / "class_labels_indices.csv").write_text(LABELS)
     (tmp_path / "balanced_train_segments.csv").write_text(HEADER + "\n".join(rows[:7]) + "\n")
     (tmp_path / "eval_segments.csv").write_text(HEADER + "\n".join(rows[7:]) + "\n")
@@ -66,9 +66,9 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     assert main(["prepare", "audioset", "--segments", str(tmp_path / "balanced_train_segments.csv"),
                  "--out", str(tmp_path / "train"), *common]) == 0
     assert main(["prepare", "audioset", "--segments", str(tmp_path / "eval_segments.csv"),
-                 "--out", str(tmp_path / "eval"), *common]) == 0
+                 "--out", str(tmp_path / "eval"), *common, "--window", "even:2"]) == 0  # two windows a file
     info = json.loads((tmp_path / "eval" / "dataset.json").read_text())
-    assert info["num_samples"] == 2 and [m["ytid"] for m in info["missing"]] == ["yt09-_abcde"]
+    assert info["num_samples"] == 4 and [m["ytid"] for m in info["missing"]] == ["yt09-_abcde"]
     assert info["extra"]["dataset"] == "audioset" and info["labels"][1] == "Male speech, man speaking"
 
     pre = _config(tmp_path / "pre.yaml", train_shards=str(tmp_path / "train"), eval_shards=str(tmp_path / "eval"), multi_label=True)
@@ -78,7 +78,7 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     assert main(["train", "-c", ft, "--out", str(tmp_path / "runs" / "ft"), "--init-from", str(tmp_path / "runs" / "pre"),
                  "--set", "objective.mixup_alpha=0.5", "--set", "objective.label_smoothing=0.0"]) == 0
     end_of_run = json.loads((tmp_path / "runs" / "ft" / "eval_metrics.json").read_text())["protocol"]
-    assert end_of_run["protocol"] == "audioset" and end_of_run["num_files"] == 2
+    assert end_of_run["protocol"] == "audioset" and (end_of_run["num_files"], end_of_run["num_windows"]) == (2, 4)
 
     capsys.readouterr()
     out_file = tmp_path / "metrics.json"
@@ -89,6 +89,9 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     assert 0.0 <= metrics["mAP"] <= 1.0 and metrics["num_classes"] == 3
     assert metrics["num_classes_ap"] + metrics["num_classes_excluded"] == 3
     assert metrics["mAP"] == pytest.approx(end_of_run["mAP"])  # the same model on the same clips
+    assert main(["evaluate", str(tmp_path / "runs" / "ft"), "--shards", str(tmp_path / "eval"), "--protocol", "audioset",
+                 "--per-window", "--num-workers", "0", "--output", str(out_file)]) == 0
+    assert json.loads(out_file.read_text())["protocol"]["num_files"] == 4
 
 
 @pytest.mark.slow

@@ -55,3 +55,14 @@ def test_config_geometry_runs_through_a_shrunk_model(path):
     with torch.no_grad():
         out = model.encode(audio=audio, video=video)
     assert all(torch.isfinite(e).all() for e in out.embeddings.values())
+
+
+def test_recipe_config_keys_are_checked():
+    with pytest.raises(ValueError, match="eval_protocol must be one of"):
+        TrainConfig.from_dict({"data": {"eval_protocol": "imagenet"}})
+    with pytest.raises(ValueError, match="samples_per_epoch applies to balanced sampling"):
+        TrainConfig.from_dict({"data": {"samples_per_epoch": 100}})
+    with pytest.raises(ValueError, match="samples_per_epoch must be an integer >= 1"):
+        TrainConfig.from_dict({"data": {"balanced_sampling": True, "samples_per_epoch": 0}})
+    with pytest.raises(TypeError, match="balanced_sampling must be true or false"):
+        TrainConfig.from_dict({"data": {"balanced_sampling": "yes"}})

@@ -90,3 +90,26 @@ def test_esc50_corpus_keeps_folds(tmp_path):
     assert select_samples(samples, "fold", lambda f: f != 1) == list(range(2, 9))
     with pytest.raises(ValueError, match="no annotation field 'split'"):
         select_samples(samples, "split", {"train"})
+
+
+def test_full_videos_use_the_annotated_window(tmp_path):
+    (tmp_path / "l.csv").write_text(LABELS)
+    (tmp_path / "s.csv").write_text(SEGMENTS)
+    parsed = read_audioset_segments(tmp_path / "s.csv", read_audioset_labels(tmp_path / "l.csv"), on_error="skip")
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "--PJHxphWEs.mp4").write_bytes(b"")
+    match = match_media(parsed.records, MediaIndex(media), [NameTemplate("{ytid}", COMMON_FIELDS)])
+    full = prepare_inputs("audioset", parsed, match, clips="full").sources
+    assert [(s.start, s.end) for s in full] == [(30.0, 40.0)]
+    trimmed = prepare_inputs("audioset", parsed, match).sources
+    assert [(s.start, s.end) for s in trimmed] == [(None, None)] and trimmed[0].meta["start"] == 30.0
+    with pytest.raises(ValueError, match="clips must be one of"):
+        prepare_inputs("audioset", parsed, match, clips="cut")
+    esc = tmp_path / "esc50.csv"
+    esc.write_text("filename,fold,target,category,esc10,src_file,take\na.wav,1,0,dog,True,1,A\n")
+    (media / "a.wav").write_bytes(b"")
+    parsed = read_esc50(esc)
+    match = match_media(parsed.records, MediaIndex(media), [NameTemplate("{filename}", COMMON_FIELDS)])
+    with pytest.raises(ValueError, match="has no annotated window"):
+        prepare_inputs("esc50", parsed, match, clips="full")

@@ -182,6 +182,8 @@ class DataSection(_Section):
         self._check_bools("balanced_sampling")
         if self.samples_per_epoch is not None:
             self._check_positive_ints("samples_per_epoch")
+            if not self.balanced_sampling:
+                raise ValueError("data.samples_per_epoch applies to balanced sampling: set data.balanced_sampling: true, or leave it null")
         if self.eval_protocol is not None:
             from zorro.metrics import PROTOCOLS
 

@@ -11,8 +11,9 @@ Measured, in one run so a shared machine's load hits every figure alike:
    processes. clips/s per core = clips / CPU-seconds (the main process plus its workers,
    from ``getrusage``), i.e. what one core sustains; also wall clips/s.
 2. Per clip stage costs (single thread, median of ``--repeats``): decoding
-   (``MediaReader.read``, the part every prepare pays), frames to JPEG (antialiased resize +
-   encode), audio encoding (WAV and FLAC).
+   (``MediaReader.read`` at the stored size, the part every prepare pays) beside the same
+   clip decoded at 224x224 as training without shards does (interleaved), frames to JPEG
+   (antialiased resize + encode), audio encoding (WAV and FLAC).
 3. Bytes stored per clip: frames (sum of the 8 JPEGs) and audio (WAV, FLAC), from the index.
 4. Audio member codec: WAV vs FLAC bytes, encode and decode time per clip.
 5. JPEG codec: Pillow vs simplejpeg vs PyTurboJPEG (whichever are installed), encode and
@@ -96,11 +97,19 @@ def stages(path: Path, s: PrepareSettings, repeats: int) -> dict:
         def decode():
             return r.read(start=0.0, duration=s.duration, num_frames=s.num_frames, image_size=max(out_w, out_h), sample_rate=s.sample_rate, crop=box)
 
+        def on_the_fly():  # what training without shards decodes per clip (224x224 centre crop)
+            return r.read(start=0.0, duration=s.duration, num_frames=s.num_frames, image_size=s.image_size, sample_rate=s.sample_rate)
+
         clip = decode()
-        t_decode = _median_time(decode, repeats)
+        on_the_fly()
+        t_decode, t_fly = [], []
+        for _ in range(repeats):  # interleaved
+            t_decode.append(_median_time(decode, 1))
+            t_fly.append(_median_time(on_the_fly, 1))
+        t_decode, t_fly = statistics.median(t_decode), statistics.median(t_fly)
     t_jpeg = _median_time(lambda: _frames_to_jpeg(clip.video, out_w, out_h, s.jpeg_quality), repeats)
     wave = clip.audio.numpy()
-    res = {"decode_ms": 1e3 * t_decode, "frames_to_jpeg_ms": 1e3 * t_jpeg, "stored_frame": f"{out_w}x{out_h}"}
+    res = {"decode_ms": 1e3 * t_decode, "read_clip_224_ms": 1e3 * t_fly, "frames_to_jpeg_ms": 1e3 * t_jpeg, "stored_frame": f"{out_w}x{out_h}"}
     for fmt in ("wav", "flac"):
         data = encode_audio(wave, s.sample_rate, fmt)
         res[f"audio_{fmt}_encode_ms"] = 1e3 * _median_time(lambda: encode_audio(wave, s.sample_rate, fmt), repeats)
@@ -113,7 +122,7 @@ def stages(path: Path, s: PrepareSettings, repeats: int) -> dict:
 def jpeg_codecs(frames: np.ndarray, out_w: int, out_h: int, quality: int, repeats: int) -> dict:
     from PIL import Image
 
-    frame = np.asarray(Image.fromarray(frames[0]).resize((out_w, out_h), Image.BICUBIC))
+    frame = np.asarray(Image.fromarray(frames[0]).resize((out_w, out_h), Image.BILINEAR))
     res = {}
 
     def pil_enc():
@@ -192,10 +201,10 @@ def main() -> None:
                 w, h = (int(x) for x in st["stored_frame"].split("x"))
                 results["jpeg_codecs"] = jpeg_codecs(frames, w, h, 90, args.repeats)
     print(f"prepare benchmark: {args.seconds:g} s windows, 8 frames (short side 256, JPEG q90), 16 kHz audio; {results['machine']}")
-    print(f"{'source':7} {'clips/s/core':>12} {'wall clips/s':>12} {'decode ms':>10} {'jpeg ms':>8} {'frames B':>9} {'wav B':>8} {'flac B':>8} {'tar B/clip':>10}")
+    print(f"{'source':7} {'clips/s/core':>12} {'wall clips/s':>12} {'decode ms':>10} {'read224 ms':>10} {'jpeg ms':>8} {'frames B':>9} {'wav B':>8} {'flac B':>8} {'tar B/clip':>10}")
     for name, r in results["sources"].items():
         e, s = r["end_to_end"], r["stages"]
-        print(f"{name:7} {e['clips_per_s_per_core']:12.2f} {e['clips_per_s_wall']:12.2f} {s['decode_ms']:10.1f} {s['frames_to_jpeg_ms']:8.1f} "
+        print(f"{name:7} {e['clips_per_s_per_core']:12.2f} {e['clips_per_s_wall']:12.2f} {s['decode_ms']:10.1f} {s['read_clip_224_ms']:10.1f} {s['frames_to_jpeg_ms']:8.1f} "
               f"{e['frame_bytes_per_clip']:9.0f} {s['audio_wav_bytes']:8d} {s['audio_flac_bytes']:8d} {e['tar_bytes_per_clip']:10.0f}")
     s = results["sources"]["224p"]["stages"]
     print(f"audio per clip: wav {s['audio_wav_bytes']} B, encode {s['audio_wav_encode_ms']:.2f} ms, decode {s['audio_wav_decode_ms']:.3f} ms; "

@@ -225,18 +225,21 @@ def _stored_size(width: int, height: int, short: int) -> tuple[int, int]:
 
 def _frames_to_jpeg(video: Any, out_w: int, out_h: int, quality: int) -> list[bytes]:
     """``(3, T, L, L)`` float [0, 1] frames (L = long side, short axis stretched) -> T JPEGs
-    of ``out_w`` × ``out_h`` (the short axis resized with Pillow's antialiased bicubic)."""
-    from PIL import Image  # noqa: PLC0415
+    of ``out_w`` × ``out_h``: the short axis is resized in uint8 with antialiased bilinear
+    interpolation (torch's vectorised uint8 path: the same filter as Pillow's BILINEAR to
+    ±1 grey level, ~15x faster on 8 frames of 455x455)."""
+    import torch  # noqa: PLC0415
 
     # the decoder's floats are uint8 / 255: + 0.5 and truncation recover the bytes exactly
     # (numpy: ~10x faster than torch's float -> uint8 cast here)
-    arr = np.ascontiguousarray((video.numpy() * np.float32(255.0) + np.float32(0.5)).astype(np.uint8).transpose(1, 2, 3, 0))
-    out = []
-    for frame in arr:
-        if frame.shape[1] != out_w or frame.shape[0] != out_h:
-            frame = np.asarray(Image.fromarray(frame, "RGB").resize((out_w, out_h), Image.BICUBIC))
-        out.append(encode_jpeg(frame, quality))
-    return out
+    u8 = (video.numpy() * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)  # (3, T, L, L)
+    frames = torch.from_numpy(u8).permute(1, 0, 2, 3)  # (T, 3, L, L)
+    if frames.shape[-1] != out_w or frames.shape[-2] != out_h:
+        frames = torch.nn.functional.interpolate(
+            frames.contiguous(memory_format=torch.channels_last), size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False
+        )
+    arr = np.ascontiguousarray(frames.permute(0, 2, 3, 1).numpy())  # (T, H, W, 3)
+    return [encode_jpeg(frame, quality) for frame in arr]
 
 
 def _prepare_source(job: tuple[int, PrepareSource, PrepareSettings, dict[str, int]]) -> dict[str, Any]:
@@ -360,7 +363,7 @@ def _check_sources(sources: Sequence[Any], labels: Sequence[str], multi_label: b
 def _settings_dict(s: PrepareSettings) -> dict[str, Any]:
     d = asdict(s)
     d["window"] = "{}:{}".format(*parse_window(s.window)) if parse_window(s.window)[0] == "even" else parse_window(s.window)[0]
-    d["frame_resize"] = "swscale bilinear to the long side, then Pillow bicubic (antialiased) on the short axis"
+    d["frame_resize"] = "swscale bilinear to the long side, then antialiased bilinear (uint8) on the short axis"
     d["jpeg_encoder"] = "pillow"
     return d
 

@@ -97,3 +97,24 @@ def test_label_ids_read_from_prepared_shards(tmp_path):
     ids, num_classes = shard_label_ids(tmp_path)
     assert num_classes == 3
     assert [sorted(x) for x in ids] == [[0], [1, 2], [2], [], [0, 1, 2]]
+
+
+def test_label_ids_of_in_memory_clips_and_subsets():
+    import torch
+    from torch.utils.data import Subset
+
+    from zorro.data.balanced import dataset_label_ids
+
+    class Clips:  # the shape of the trainer's CachedClips
+        def __init__(self, labels):
+            self.items = [{"label": lab, "audio": None} for lab in labels]
+
+        def __len__(self):
+            return len(self.items)
+
+    assert dataset_label_ids(Clips([2, 0, 2])) == ([[2], [0], [2]], 3)
+    multi = Clips([torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 0.0, 0.0])])
+    assert dataset_label_ids(multi) == ([[0, 2], []], 4)
+    assert dataset_label_ids(Subset(Clips([5, 1, 3]), [2, 0])) == ([[3], [5]], 6)
+    with pytest.raises(TypeError, match="balanced sampling needs the label ids"):
+        dataset_label_ids([1, 2, 3])

@@ -193,8 +193,9 @@ def dataset_label_ids(dataset: Any) -> tuple[list[list[int]], int]:
 
     Supports a :class:`~zorro.data.shards.reader.ShardDataset` (ids mapped into its
     vocabulary), a :class:`~zorro.data.ClipDataset` (every clip of a file has the file's
-    labels), a :class:`torch.utils.data.Subset` of either, and wrappers exposing the wrapped
-    dataset as ``.dataset`` with the same length (e.g. the in-memory cache).
+    labels), in-memory clips holding an ``items`` list of item dicts (the trainer's
+    ``CachedClips``), a :class:`torch.utils.data.Subset` of any of them, and wrappers exposing
+    the wrapped dataset as ``.dataset`` with the same length.
 
     Returns:
         ``(label_ids, num_classes)``.
@@ -221,7 +222,28 @@ def dataset_label_ids(dataset: Any) -> tuple[list[list[int]], int]:
     inner = getattr(dataset, "dataset", None)
     if inner is not None and len(inner) == len(dataset):
         return dataset_label_ids(inner)
+    items = getattr(dataset, "items", None)
+    if isinstance(items, list) and items and all(isinstance(it, dict) and "label" in it for it in items):
+        return _item_label_ids([it["label"] for it in items])
     raise TypeError(
         f"balanced sampling needs the label ids of the training set; {type(dataset).__name__} is not a ShardDataset, "
-        "ClipDataset or a Subset of one"
+        "ClipDataset, in-memory clips (CachedClips) or a Subset of one"
     )
+
+
+def _item_label_ids(labels: list[Any]) -> tuple[list[list[int]], int]:
+    """Label ids from in-memory item labels: ints (single label) or multi-hot vectors.
+    The class count is the vector length, or the largest id + 1 (classes without any clip do
+    not change the weights)."""
+    import torch
+
+    out: list[list[int]] = []
+    width = 0
+    for lab in labels:
+        if isinstance(lab, torch.Tensor) and lab.dim() == 1:
+            out.append(torch.nonzero(lab > 0).flatten().tolist())
+            width = max(width, lab.shape[0])
+        else:
+            out.append([int(lab)])
+            width = max(width, int(lab) + 1)
+    return out, width

@@ -168,7 +168,7 @@ class PillowDraft(ShardDataset):
 
 
 def turbojpeg_decoder():
-    """PyTurboJPEG's decoder, or None when the package or libturbojpeg is missing."""
+    """PyTurboJPEG as ``(size, decode_into)``, or None when the package or libturbojpeg is missing."""
     try:
         import turbojpeg
 
@@ -176,16 +176,20 @@ def turbojpeg_decoder():
     except Exception:  # the package or the shared library is missing, or of the wrong version
         return None
 
-    def decode(data):
-        return tj.decode(bytes(data), pixel_format=turbojpeg.TJPF_RGB)
+    def size(data):
+        w, h, _, _ = tj.decode_header(bytes(data))
+        return h, w
 
-    return decode
+    def decode_into(data, out):
+        tj.decode(bytes(data), pixel_format=turbojpeg.TJPF_RGB, dst=out)
+
+    return size, decode_into
 
 
 class TurboJPEG(ShardDataset):
-    """Candidate: PyTurboJPEG decode, then the shipped uint8 crop and resize."""
+    """Candidate: PyTurboJPEG decode (into the frame buffer), then the shipped crop and resize."""
 
-    def _jpeg_function(self):
+    def _jpeg_functions(self):
         return turbojpeg_decoder()
 
 

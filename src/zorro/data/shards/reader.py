@@ -38,7 +38,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,8 +79,11 @@ def normalize_uint8_video(
     return out.mul_(scale).add_(offset)
 
 
-def _jpeg_decoder(name: str):
-    """A function ``(data: bytes) -> (H, W, 3) uint8 array`` that raises on damaged data."""
+def _jpeg_decoder(name: str) -> tuple[Callable[[bytes], tuple[int, int]], Callable[[bytes, np.ndarray], None]]:
+    """``(size, decode_into)`` for a JPEG decoder: ``size(data) -> (H, W)`` reads the header;
+    ``decode_into(data, out)`` decodes RGB into an ``(H, W, 3)`` uint8 array. Both raise on
+    damaged data. Decoding into the clip's frame buffer instead of a new array per frame
+    saves a copy and the page faults of a fresh allocation (~0.3 ms a 256x455 frame)."""
     if name not in JPEG_DECODERS:
         raise ValueError(f"jpeg_decoder must be one of {JPEG_DECODERS}, got {name!r}")
     if name in ("auto", "simplejpeg"):
@@ -90,22 +93,30 @@ def _jpeg_decoder(name: str):
             if name == "simplejpeg":
                 raise ImportError("jpeg_decoder='simplejpeg' needs the simplejpeg package (pip install simplejpeg)") from None
         else:
-            def decode(data: bytes) -> np.ndarray:
+            def size(data: bytes) -> tuple[int, int]:
+                h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+                return h, w
+
+            def decode_into(data: bytes, out: np.ndarray) -> None:
                 # accurate IDCT and chroma upsampling (fastupsample saves ~8 % but smears colour
                 # edges by up to ~50 levels; fastdct alone saves nothing measurable); strict:
                 # recoverable damage raises too
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+                simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, buffer=out)
 
-            return decode
+            return size, decode_into
     from PIL import Image
 
-    def decode_pillow(data: bytes) -> np.ndarray:
+    def size_pillow(data: bytes) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as im:
             if im.format != "JPEG":
                 raise ValueError(f"not a JPEG ({im.format})")
-            return np.asarray(im.convert("RGB"))
+            return im.size[1], im.size[0]
 
-    return decode_pillow
+    def decode_pillow(data: bytes, out: np.ndarray) -> None:
+        with Image.open(io.BytesIO(data)) as im:
+            np.copyto(out, np.asarray(im.convert("RGB")))
+
+    return size_pillow, decode_pillow
 
 
 class _OpenShard:
@@ -363,8 +374,8 @@ class ShardDataset(Dataset):
 
     # ----------------------------------------------------------------- reading
 
-    def _jpeg_function(self):
-        """The JPEG decoder of this process: ``(data) -> (H, W, 3) uint8``, raising on damage."""
+    def _jpeg_functions(self) -> tuple[Callable[[bytes], tuple[int, int]], Callable[[bytes, np.ndarray], None]]:
+        """This process's JPEG decoder: ``(size, decode_into)`` (see :func:`_jpeg_decoder`)."""
         return _jpeg_decoder(self.jpeg_decoder)
 
     def __getitem__(self, index: int) -> dict[str, Any] | Skipped:
@@ -454,20 +465,26 @@ class ShardDataset(Dataset):
         else:
             chosen = np.minimum(np.arange(n) * stored // n, stored - 1)
         if self._decode_jpeg is None:
-            self._decode_jpeg = self._jpeg_function()
-        decoded: dict[int, np.ndarray] = {}
-        for j in sorted(set(chosen.tolist())):
+            self._decode_jpeg = self._jpeg_functions()
+        size, decode_into = self._decode_jpeg
+        frames: np.ndarray | None = None
+        first_use: dict[int, int] = {}
+        for i, j in enumerate(chosen.tolist()):
+            if j in first_use:  # a stored frame used twice (more clip frames than stored)
+                frames[i] = frames[first_use[j]]
+                continue
+            data = members[suffixes[j]]
             try:
-                decoded[j] = self._decode_jpeg(members[suffixes[j]])
+                hw = size(data)
+                if frames is None:
+                    frames = np.empty((n, hw[0], hw[1], 3), dtype=np.uint8)
+                elif hw != frames.shape[1:3]:
+                    raise ValueError(f"frame is {hw[1]}x{hw[0]}, the sample's first frame {frames.shape[2]}x{frames.shape[1]}")
+                decode_into(data, frames[i])
             except Exception as exc:  # any decoder failure is damage of this member
                 raise _Damaged(where, f"unreadable JPEG member {key}.{suffixes[j]} ({type(exc).__name__}: {exc})") from None
-        shapes = {a.shape for a in decoded.values()}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
-            raise _Damaged(where, f"frames of differing or non-RGB shapes {sorted(shapes)}")
-        h, w, _ = next(iter(shapes))
-        frames = np.empty((n, h, w, 3), dtype=np.uint8)
-        for i, j in enumerate(chosen.tolist()):
-            frames[i] = decoded[j]
+            first_use[j] = i
+        h, w = frames.shape[1:3]
         if self.train:
             box = random_resized_crop_box(w, h, rng, scale=self.scale, ratio=self.ratio, hflip_prob=self.hflip_prob)
         else:

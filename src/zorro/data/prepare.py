@@ -439,7 +439,7 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
             )
         if not tpath.is_file() or tpath.stat().st_size != idx.get("bytes") or idx.get("source_start") != next_source:
             break
-        finished.append(idx)
+        finished.append(_summary(idx))
         next_source = int(idx["source_end"])
         n += 1
     # everything after the finished prefix is from an interrupted run: remove it
@@ -449,6 +449,11 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
             logger.info("removing unfinished shard file %s", p.name)
             p.unlink()
     return finished
+
+
+def _summary(index: Mapping[str, Any]) -> dict[str, Any]:
+    """An index without its per-sample entries (what the run keeps in memory per shard)."""
+    return {k: v for k, v in index.items() if k != "samples"}
 
 
 def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], resume: int) -> list[dict[str, Any]] | None:
@@ -593,7 +598,7 @@ def prepare_shards(
     t0 = time.monotonic()
     done_sources = 0
     try:
-        for res in _run_jobs(jobs, workers):
+        for res in _run_jobs(jobs, min(workers, max(1, len(srcs) - resume))):
             i = res["index"]
             done_sources += 1
             if "unreadable" in res:
@@ -623,7 +628,7 @@ def prepare_shards(
                     "fingerprint": fingerprint,
                     "settings": settings_d,
                 }
-                shards.append(writer.commit())
+                shards.append(_summary(writer.commit()))
                 logger.info("wrote %s (%d samples, sources [%d, %d), %.1f sources/s)", writer.name, writer.num_samples, shard_start, i + 1, done_sources / max(time.monotonic() - t0, 1e-9))
                 writer, shard_start, pending_unreadable, pending_skipped = None, i + 1, [], []
             elif writer is None and not pending_unreadable and not pending_skipped:
@@ -638,7 +643,7 @@ def prepare_shards(
                 "fingerprint": fingerprint,
                 "settings": settings_d,
             }
-            shards.append(writer.commit())
+            shards.append(_summary(writer.commit()))
             logger.info("wrote %s (%d samples)", writer.name, writer.num_samples)
             writer, pending_unreadable, pending_skipped = None, [], []
     except BaseException:

@@ -373,12 +373,14 @@ def read_dataset_json(out_dir: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, compact: bool = False) -> None:
     """Write ``obj`` as JSON to ``path`` via ``path + '.tmp'``, fsync, rename and fsync of
-    the folder: readers see the old file or the whole new one, never a part."""
+    the folder: readers see the old file or the whole new one, never a part. ``compact``
+    drops the indentation and spaces (shard indexes)."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    data = (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode("utf-8")
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=1)
+    data = (text + "\n").encode("utf-8")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -135,7 +135,7 @@ class ShardWriter:
             **self.extra_index,
             "samples": self.samples,
         }
-        write_json_atomic(self.out_dir / self.index_file, index)
+        write_json_atomic(self.out_dir / self.index_file, index, compact=True)
         return index
 
     def abort(self) -> None:

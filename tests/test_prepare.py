@@ -175,7 +175,7 @@ def test_sigkill_then_restart_finishes_without_redecoding(reference, media, tmp_
     out = tmp_path / "out"
     srcs = _sources(media)
     spec = {"sources": [[s.path, list(s.labels), dict(s.meta)] for s in srcs], "out": str(out), "labels": LABELS, "settings": SETTINGS}
-    env = {**os.environ, TEST_PAUSE_ENV: "0.4"}
+    env = {**os.environ, TEST_PAUSE_ENV: "1.0"}  # shard 1's .tmp then lives >= 2 s: time to see and kill
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:

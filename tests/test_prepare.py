@@ -343,3 +343,17 @@ def test_worker_death_and_unexpected_errors_name_the_file(media, tmp_path, monke
         prepare_shards(srcs, tmp_path / "b", labels=LABELS, workers=1, **SETTINGS)
     assert not list((tmp_path / "b").glob("*.tmp"))
     assert (tmp_path / "b" / fmt.index_name(0)).exists()  # shards finished before the error stay
+
+
+def test_two_runs_on_one_folder_are_refused(media, tmp_path):
+    import fcntl
+
+    from zorro.data.prepare import LOCK_FILE
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / LOCK_FILE, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # as a concurrent prepare holds it
+        with pytest.raises(ValueError, match="another zorro prepare"):
+            prepare_shards(_sources(media)[:1], out, labels=LABELS, workers=1, **SETTINGS)
+    assert prepare_shards(_sources(media)[:1], out, labels=LABELS, workers=1, **SETTINGS)["num_samples"] == 1

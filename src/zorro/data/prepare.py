@@ -25,6 +25,7 @@ Guarantees:
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures
 import concurrent.futures.process
 import hashlib
@@ -451,6 +452,30 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
     return finished
 
 
+LOCK_FILE = ".zorro-prepare.lock"
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path):
+    """Hold an exclusive ``flock`` on ``OUT/.zorro-prepare.lock`` (released by the kernel
+    when the process dies, so a killed run never blocks its restart). Raises ValueError when
+    another process holds it."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # not POSIX: no protection against two concurrent runs
+        yield
+        return
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another zorro prepare is writing to {str(out)!r}; wait for it or use another --out folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _summary(index: Mapping[str, Any]) -> dict[str, Any]:
     """An index without its per-sample entries (what the run keeps in memory per shard)."""
     return {k: v for k, v in index.items() if k != "samples"}
@@ -577,51 +602,71 @@ def prepare_shards(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    finished = _scan_finished(out, fingerprint, settings_d)
-    resume = int(finished[-1]["source_end"]) if finished else 0
-    next_sample = sum(int(ix["num_samples"]) for ix in finished)
-    if finished:
-        logger.info("resuming: %d finished shard(s) hold sources [0, %d) (%d samples); decoding the %d left", len(finished), resume, next_sample, len(srcs) - resume)
-    tail_unreadable = _finished_tail(out, fingerprint, finished, resume)
-    if tail_unreadable is not None:  # an earlier run finished: its last sources were all unreadable
-        resume = len(srcs)
-    elif resume < len(srcs) and (out / DATASET_JSON).exists():
-        (out / DATASET_JSON).unlink()
+    with _folder_lock(out):
+        finished = _scan_finished(out, fingerprint, settings_d)
+        resume = int(finished[-1]["source_end"]) if finished else 0
+        next_sample = sum(int(ix["num_samples"]) for ix in finished)
+        if finished:
+            logger.info("resuming: %d finished shard(s) hold sources [0, %d) (%d samples); decoding the %d left", len(finished), resume, next_sample, len(srcs) - resume)
+        tail_unreadable = _finished_tail(out, fingerprint, finished, resume)
+        if tail_unreadable is not None:  # an earlier run finished: its last sources were all unreadable
+            resume = len(srcs)
+        elif resume < len(srcs) and (out / DATASET_JSON).exists():
+            (out / DATASET_JSON).unlink()
 
-    pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
-    shards = [dict(ix) for ix in finished]
-    pending_unreadable: list[dict[str, Any]] = tail_unreadable or []  # since the last committed shard
-    pending_skipped: list[dict[str, Any]] = []
-    writer: ShardWriter | None = None
-    shard_start = resume
-    jobs = ((i, srcs[i], s, vocab) for i in range(resume, len(srcs)))
-    t0 = time.monotonic()
-    done_sources = 0
-    try:
-        for res in _run_jobs(jobs, min(workers, max(1, len(srcs) - resume))):
-            i = res["index"]
-            done_sources += 1
-            if "unreadable" in res:
-                pending_unreadable.append({"source": i, "path": srcs[i].path, "reason": res["unreadable"]})
-                logger.warning("unreadable: %s (%s)", srcs[i].path, res["unreadable"])
-            else:
-                if writer is None:
-                    writer = ShardWriter(out, len(shards))
-                for members in res["samples"]:
-                    writer.add(sample_key(next_sample), members)
-                    next_sample += 1
-                    if pause:
-                        time.sleep(pause)
-                for sk in res["skipped"]:
-                    pending_skipped.append({"source": i, "path": srcs[i].path, **sk})
-            full = writer is not None and (
-                (s.samples_per_shard is not None and writer.num_samples >= s.samples_per_shard)
-                or (s.shard_bytes is not None and writer.bytes_written >= s.shard_bytes)
-            )
-            if full:
+        pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
+        shards = [dict(ix) for ix in finished]
+        pending_unreadable: list[dict[str, Any]] = tail_unreadable or []  # since the last committed shard
+        pending_skipped: list[dict[str, Any]] = []
+        writer: ShardWriter | None = None
+        shard_start = resume
+        jobs = ((i, srcs[i], s, vocab) for i in range(resume, len(srcs)))
+        t0 = time.monotonic()
+        done_sources = 0
+        try:
+            for res in _run_jobs(jobs, min(workers, max(1, len(srcs) - resume))):
+                i = res["index"]
+                done_sources += 1
+                if "unreadable" in res:
+                    pending_unreadable.append({"source": i, "path": srcs[i].path, "reason": res["unreadable"]})
+                    logger.warning("unreadable: %s (%s)", srcs[i].path, res["unreadable"])
+                else:
+                    if writer is None:
+                        writer = ShardWriter(out, len(shards))
+                    for members in res["samples"]:
+                        writer.add(sample_key(next_sample), members)
+                        next_sample += 1
+                        if pause:
+                            time.sleep(pause)
+                    for sk in res["skipped"]:
+                        pending_skipped.append({"source": i, "path": srcs[i].path, **sk})
+                full = writer is not None and (
+                    (s.samples_per_shard is not None and writer.num_samples >= s.samples_per_shard)
+                    or (s.shard_bytes is not None and writer.bytes_written >= s.shard_bytes)
+                )
+                if full:
+                    writer.extra_index = {
+                        "source_start": shard_start,
+                        "source_end": i + 1,
+                        "first_sample": next_sample - writer.num_samples,
+                        "unreadable": pending_unreadable,
+                        "skipped_windows": pending_skipped,
+                        "fingerprint": fingerprint,
+                        "settings": settings_d,
+                    }
+                    shards.append(_summary(writer.commit()))
+                    rate = done_sources / max(time.monotonic() - t0, 1e-9)
+                    logger.info(
+                        "wrote %s (%d samples, sources [%d, %d) of %d, %.2f sources/s, ~%.0f min left)",
+                        writer.name, writer.num_samples, shard_start, i + 1, len(srcs), rate, (len(srcs) - i - 1) / rate / 60,
+                    )
+                    writer, shard_start, pending_unreadable, pending_skipped = None, i + 1, [], []
+                elif writer is None and not pending_unreadable and not pending_skipped:
+                    shard_start = i + 1
+            if writer is not None:
                 writer.extra_index = {
                     "source_start": shard_start,
-                    "source_end": i + 1,
+                    "source_end": len(srcs),
                     "first_sample": next_sample - writer.num_samples,
                     "unreadable": pending_unreadable,
                     "skipped_windows": pending_skipped,
@@ -629,57 +674,42 @@ def prepare_shards(
                     "settings": settings_d,
                 }
                 shards.append(_summary(writer.commit()))
-                logger.info("wrote %s (%d samples, sources [%d, %d), %.1f sources/s)", writer.name, writer.num_samples, shard_start, i + 1, done_sources / max(time.monotonic() - t0, 1e-9))
-                writer, shard_start, pending_unreadable, pending_skipped = None, i + 1, [], []
-            elif writer is None and not pending_unreadable and not pending_skipped:
-                shard_start = i + 1
-        if writer is not None:
-            writer.extra_index = {
-                "source_start": shard_start,
-                "source_end": len(srcs),
-                "first_sample": next_sample - writer.num_samples,
-                "unreadable": pending_unreadable,
-                "skipped_windows": pending_skipped,
-                "fingerprint": fingerprint,
-                "settings": settings_d,
-            }
-            shards.append(_summary(writer.commit()))
-            logger.info("wrote %s (%d samples)", writer.name, writer.num_samples)
-            writer, pending_unreadable, pending_skipped = None, [], []
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+                logger.info("wrote %s (%d samples)", writer.name, writer.num_samples)
+                writer, pending_unreadable, pending_skipped = None, [], []
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
 
-    unreadable = [u for ix in shards for u in ix.get("unreadable", [])] + pending_unreadable
-    skipped_windows = [u for ix in shards for u in ix.get("skipped_windows", [])] + pending_skipped
-    num_samples = sum(int(ix["num_samples"]) for ix in shards)
-    written = len(srcs) - len(unreadable)
-    desc = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "num_samples": num_samples,
-        "labels": list(labels),
-        "multi_label": bool(multi_label),
-        "unreadable": [{"path": u["path"], "reason": u["reason"], "source": u["source"]} for u in unreadable],
-        "missing": missing_list,
-        "skipped_windows": [{"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]} for u in skipped_windows],
-        "shards": [{"name": ix["shard"], "index": index_name(k), "num_samples": int(ix["num_samples"]), "bytes": int(ix["bytes"])} for k, ix in enumerate(shards)],
-        "counts": {
-            "sources": len(srcs) + len(missing_list),
-            "written": written,
-            "unreadable": len(unreadable),
-            "missing": len(missing_list),
-            "samples": num_samples,
-            "skipped_windows": len(skipped_windows),
-        },
-        "settings": settings_d,
-        "versions": _versions(),
-        "fingerprint": fingerprint,
-        "extra": extra,
-    }
-    write_json_atomic(out / DATASET_JSON, desc)
-    if unreadable:
-        logger.warning("%d of %d source(s) unreadable (listed in %s)", len(unreadable), len(srcs), out / DATASET_JSON)
-    logger.info("prepared %d samples from %d source(s) into %d shard(s) in %s", num_samples, written, len(shards), out)
-    return desc
+        unreadable = [u for ix in shards for u in ix.get("unreadable", [])] + pending_unreadable
+        skipped_windows = [u for ix in shards for u in ix.get("skipped_windows", [])] + pending_skipped
+        num_samples = sum(int(ix["num_samples"]) for ix in shards)
+        written = len(srcs) - len(unreadable)
+        desc = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "num_samples": num_samples,
+            "labels": list(labels),
+            "multi_label": bool(multi_label),
+            "unreadable": [{"path": u["path"], "reason": u["reason"], "source": u["source"]} for u in unreadable],
+            "missing": missing_list,
+            "skipped_windows": [{"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]} for u in skipped_windows],
+            "shards": [{"name": ix["shard"], "index": index_name(k), "num_samples": int(ix["num_samples"]), "bytes": int(ix["bytes"])} for k, ix in enumerate(shards)],
+            "counts": {
+                "sources": len(srcs) + len(missing_list),
+                "written": written,
+                "unreadable": len(unreadable),
+                "missing": len(missing_list),
+                "samples": num_samples,
+                "skipped_windows": len(skipped_windows),
+            },
+            "settings": settings_d,
+            "versions": _versions(),
+            "fingerprint": fingerprint,
+            "extra": extra,
+        }
+        write_json_atomic(out / DATASET_JSON, desc)
+        if unreadable:
+            logger.warning("%d of %d source(s) unreadable (listed in %s)", len(unreadable), len(srcs), out / DATASET_JSON)
+        logger.info("prepared %d samples from %d source(s) into %d shard(s) in %s", num_samples, written, len(shards), out)
+        return desc

@@ -42,9 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode import make_file  # noqa: E402
 
 from zorro.data import MediaReader  # noqa: E402
-from zorro.data.prepare import PrepareSettings, PrepareSource, _frames_to_jpeg, _stored_size, prepare_shards  # noqa: E402
+from zorro.data.prepare import PrepareSettings, PrepareSource, _frames_to_jpeg, _source_box, _stored_size, prepare_shards  # noqa: E402
 from zorro.data.shards.format import decode_audio, encode_audio, is_frame_suffix, read_index  # noqa: E402
-from zorro.data.transforms import CropBox  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -91,8 +90,8 @@ def end_to_end(path: Path, out: Path, clips: int, workers: int, settings: Prepar
 def stages(path: Path, s: PrepareSettings, repeats: int) -> dict:
     with MediaReader(path, threads=1) as r:
         info = r.info
-        out_w, out_h = _stored_size(info.width, info.height, s.store_size)
-        box = CropBox(0.0, 0.0, float(info.width), float(info.height))
+        box = _source_box(info.width, info.height)
+        out_w, out_h = _stored_size(box.w, box.h, s.store_size)
 
         def decode():
             return r.read(start=0.0, duration=s.duration, num_frames=s.num_frames, image_size=max(out_w, out_h), sample_rate=s.sample_rate, crop=box)

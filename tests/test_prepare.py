@@ -357,3 +357,16 @@ def test_two_runs_on_one_folder_are_refused(media, tmp_path):
         with pytest.raises(ValueError, match="another zorro prepare"):
             prepare_shards(_sources(media)[:1], out, labels=LABELS, workers=1, **SETTINGS)
     assert prepare_shards(_sources(media)[:1], out, labels=LABELS, workers=1, **SETTINGS)["num_samples"] == 1
+
+
+def test_very_wide_pictures_are_centre_cropped(tmp_path):
+    from zorro.data.prepare import MAX_ASPECT
+
+    wide = make_media(tmp_path / "wide.mp4", width=256, height=32, audio_codec=None, duration=1.0)
+    desc = prepare_shards([PrepareSource(str(wide), ("cat",))], tmp_path / "o", labels=LABELS, workers=1, **SETTINGS)
+    (tar, _, smp), = list(_all_samples(tmp_path / "o", desc))
+    m = fmt.read_members(tar, smp)
+    info = json.loads(m["json"])
+    assert (info["width"], info["height"]) == (int(MAX_ASPECT * 40), 40)
+    img = fmt.decode_jpeg(m["000.jpg"]).astype(int)
+    assert img[:, :10, 0].mean() < 100  # the red left quarter was cropped away: grey at the left edge

@@ -113,7 +113,8 @@ class PrepareSettings:
         image_size: the training crop size these shards are meant for (pixels);
             ``store_size`` must be at least this.
         store_size: short side of the stored frames (pixels); None = ``round(image_size *
-            8 / 7)`` (256 for 224), the usual margin for random-resized crops.
+            8 / 7)`` (256 for 224), the usual margin for random-resized crops. Frames keep
+            the source's aspect ratio up to :data:`MAX_ASPECT` (beyond: centre-cropped).
         sample_rate: stored audio rate (Hz).
         audio, video: store these modalities (a file lacking one still yields the other).
         audio_format: ``"wav"`` (16-bit PCM, default) or ``"flac"`` (same samples, lossless,
@@ -217,8 +218,24 @@ def _windows(src: PrepareSource, info_start: float, info_end: float | None, s: P
     return [(t, s.duration) for t in starts]
 
 
-def _stored_size(width: int, height: int, short: int) -> tuple[int, int]:
-    """``(w, h)`` of stored frames: short side ``short``, source aspect ratio."""
+#: stored frames are at most this elongated; wider (or taller) pictures are centre-cropped
+MAX_ASPECT = 3.0
+
+
+def _source_box(width: int, height: int) -> CropBox:
+    """The part of a ``width`` × ``height`` picture that is stored (px): all of it, or its
+    centre when its aspect ratio exceeds :data:`MAX_ASPECT`."""
+    w, h = float(width), float(height)
+    if w > MAX_ASPECT * h:
+        return CropBox((w - MAX_ASPECT * h) / 2.0, 0.0, MAX_ASPECT * h, h)
+    if h > MAX_ASPECT * w:
+        return CropBox(0.0, (h - MAX_ASPECT * w) / 2.0, w, MAX_ASPECT * w)
+    return CropBox(0.0, 0.0, w, h)
+
+
+def _stored_size(width: float, height: float, short: int) -> tuple[int, int]:
+    """``(w, h)`` of stored frames for a ``width`` × ``height`` source box: short side
+    ``short``, the box's aspect ratio."""
     if width <= height:
         return short, max(short, int(round(height * short / width)))
     return max(short, int(round(width * short / height))), short
@@ -268,9 +285,9 @@ def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[s
         if not (want_audio or want_video):
             raise DecodeError(src.path, f"no stream to store (file has audio={info.has_audio}, video={info.has_video}; settings audio={s.audio}, video={s.video})")
         if want_video:
-            out_w, out_h = _stored_size(info.width, info.height, s.store_size)
+            box = _source_box(info.width, info.height)
+            out_w, out_h = _stored_size(box.w, box.h, s.store_size)
             long_side = max(out_w, out_h)
-            box = CropBox(0.0, 0.0, float(info.width), float(info.height))
         reasons = []
         for w, (start, dur) in enumerate(_windows(src, info.start, info.end, s)):
             try:
@@ -366,6 +383,7 @@ def _settings_dict(s: PrepareSettings) -> dict[str, Any]:
     d["window"] = "{}:{}".format(*parse_window(s.window)) if parse_window(s.window)[0] == "even" else parse_window(s.window)[0]
     d["frame_resize"] = "swscale bilinear to the long side, then antialiased bilinear (uint8) on the short axis"
     d["jpeg_encoder"] = "pillow"
+    d["max_aspect"] = MAX_ASPECT
     return d
 
 

@@ -370,3 +370,15 @@ def test_very_wide_pictures_are_centre_cropped(tmp_path):
     assert (info["width"], info["height"]) == (int(MAX_ASPECT * 40), 40)
     img = fmt.decode_jpeg(m["000.jpg"]).astype(int)
     assert img[:, :10, 0].mean() < 100  # the red left quarter was cropped away: grey at the left edge
+
+
+def test_windows_past_the_data_are_listed_not_lost(tmp_path):
+    from media import truncate
+
+    full = make_media(tmp_path / "a.webm", video_codec="libvpx-vp9", audio_codec="libopus", sample_rate=48000, duration=3.0)
+    cut = truncate(full, tmp_path / "cut.webm", 0.4)  # the header still says 3 s
+    desc = prepare_shards([PrepareSource(str(cut), ("cat",))], tmp_path / "o", labels=LABELS, workers=1,
+                          **{**SETTINGS, "window": "even:3", "duration": 0.5})
+    assert desc["num_samples"] == 1 and desc["counts"]["written"] == 1 and desc["counts"]["skipped_windows"] == 2
+    assert [w["window"] for w in desc["skipped_windows"]] == [1, 2]
+    assert all(w["path"] == str(cut) and "nothing decodable" in w["reason"] for w in desc["skipped_windows"])

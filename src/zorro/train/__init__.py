@@ -13,6 +13,7 @@ modules, one idea each:
 - :mod:`~zorro.train.precision`: native bf16 detection, ``"auto"`` precision, autocast;
 - :mod:`~zorro.train.distributed`: torchrun process-group set-up and the resumable sampler;
 - :mod:`~zorro.train.rng`: seeding;
+- :mod:`~zorro.train.reporting`: TensorBoard event files and console progress of a run;
 - :mod:`~zorro.train.loop`: :class:`Trainer` (the loop, checkpoints, exact resume) and :func:`train`.
 
 Every name below is importable from ``zorro.train`` directly.

@@ -19,7 +19,9 @@ The data are the demo's AV-digits (:func:`zorro.demo.build_avdigits`; an existin
 with the same parameters is reused), decoded once for all runs. The model is the demo's;
 the schedule is shorter than the demo's (see :data:`ABLATION_SETTINGS`). Each finished run
 writes ``OUT/runs/<variant>-seed<k>/result.json``; a rerun with the same settings reuses
-it, so an interrupted comparison continues where it stopped. After every run
+it (also when the lists of rules, seeds or fusion-token counts differ), so an interrupted
+comparison continues where it stopped and runs made by separate invocations (e.g. one seed
+each, in parallel) combine. After every run
 ``OUT/metrics.json``, ``OUT/table.md`` and ``OUT/ablation.png`` are rewritten with what is
 finished.
 """
@@ -254,6 +256,19 @@ def _plot(results: list[dict[str, Any]], summary: dict[str, dict[str, Any]], pat
     )
 
 
+#: The settings that change what one run computes (the others only choose which runs are made).
+RUN_SETTINGS = ("data", "model", "pretrain", "finetune", "probe_train_clips", "precision")
+
+
+def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a finished run's stamp (variant, settings, audio normalisation) describes the
+    run ``new`` asks for; settings outside :data:`RUN_SETTINGS` (the lists of rules, seeds
+    and fusion-token counts) do not matter, so runs made by separate invocations combine."""
+    relevant = [(stamp.get("variant"), stamp.get("audio_norm"), {k: stamp.get("settings", {}).get(k) for k in RUN_SETTINGS})
+                for stamp in (old, new)]
+    return relevant[0] == relevant[1]
+
+
 def run_ablation(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole comparison; returns the content written to ``out_dir/metrics.json``.
 
@@ -294,7 +309,7 @@ def run_ablation(*, out_dir: Path, data_dir: Path, quick: bool = False, config_o
         stamp = {"variant": variant, "settings": s, "audio_norm": [mean, std]}
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and previous.get("stamp") == json.loads(json.dumps(stamp)):
+        if previous is not None and _same_run(previous.get("stamp", {}), json.loads(json.dumps(stamp))):
             logger.info("run %d/%d (%s, seed %d): reusing %s", i, len(runs), variant["name"], variant["seed"], done)
             result = previous["result"]
         else:

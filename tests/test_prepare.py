@@ -382,3 +382,13 @@ def test_windows_past_the_data_are_listed_not_lost(tmp_path):
     assert desc["num_samples"] == 1 and desc["counts"]["written"] == 1 and desc["counts"]["skipped_windows"] == 2
     assert [w["window"] for w in desc["skipped_windows"]] == [1, 2]
     assert all(w["path"] == str(cut) and "nothing decodable" in w["reason"] for w in desc["skipped_windows"])
+
+
+def test_foreign_shard_files_are_not_touched(media, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "shard-000000.tar").write_bytes(b"someone else's data")
+    for _ in range(2):  # and a second try is refused as well
+        with pytest.raises(ValueError, match="did not write"):
+            prepare_shards(_sources(media)[:1], out, labels=LABELS, workers=1, **SETTINGS)
+    assert (out / "shard-000000.tar").read_bytes() == b"someone else's data"

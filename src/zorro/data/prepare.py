@@ -420,6 +420,17 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return "; ".join(diffs) if diffs else "the sources (paths, labels, segments or meta) or the label vocabulary differ"
 
 
+def _refuse_foreign_shards(out: Path) -> None:
+    """Raise ValueError if ``out`` (where no ``zorro prepare`` ran) holds files named like
+    shards: they are someone else's, and a run would replace or remove them."""
+    foreign = sorted(p.name for p in out.iterdir() if _SHARD_FILE.match(p.name))
+    if foreign:
+        raise ValueError(
+            f"{str(out)!r} holds files named like shards ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
+            f"that zorro prepare did not write; use an empty or new --out folder"
+        )
+
+
 def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
     """Finished shards from an earlier run with the same fingerprint (a contiguous prefix
     0..k-1); removes temporary files and every later/unfinished shard file. Raises
@@ -619,6 +630,9 @@ def prepare_shards(
     fingerprint = _fingerprint(srcs, settings_d, labels, bool(multi_label))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a folder zorro prepare worked in before has its lock file (or at least dataset.json)
+    if not ((out / LOCK_FILE).exists() or (out / DATASET_JSON).exists()):
+        _refuse_foreign_shards(out)  # before the lock file marks the folder as ours
 
     with _folder_lock(out):
         finished = _scan_finished(out, fingerprint, settings_d)

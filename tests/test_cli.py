@@ -120,6 +120,7 @@ def test_demo_feature_cache_follows_model_frontend(tmp_path, caplog):
     from zorro.recipes.avdigits_demo import run_demo
 
     caplog.set_level(logging.INFO, logger="zorro.train")
+    caplog.set_level(logging.INFO, logger="zorro.recipes.avdigits_demo")  # where the shard path computes them
     run_demo(out_dir=tmp_path / "demo", data_dir=tmp_path / "data", quick=True,
              config_overrides={"model": {"fbank_frame_shift": 20.0, "fbank_num_mel_bins": 32}})
     computed = [r for r in caplog.records if "front-end features of" in r.getMessage()]

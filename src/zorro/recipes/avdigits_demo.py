@@ -2,8 +2,13 @@
 
 1. Build AV-digits once (:func:`zorro.demo.build_avdigits`): spoken digit words by
    eSpeak NG paired with animated handwritten digits, written as H.264/AAC mp4 files.
-2. Read every clip back through the media pipeline (:class:`zorro.data.ClipDataset`) once,
-   and compute the fbank normalisation statistics on the training audio.
+2. Decode every clip once into prepared shards (:func:`zorro.data.prepare.prepare_shards`,
+   kept beside the data and reused by later runs), read them back with
+   :class:`zorro.data.ShardDataset`, and compute the model front-end's features of every
+   training clip once: the fbank normalisation statistics come from them and the trainers
+   take them instead of re-analysing the audio each step. The trainers read the clips from
+   the shards every epoch. ``data.shards=False`` keeps every decoded clip in memory instead
+   (:class:`zorro.train.CachedClips`, the path before shards).
 3. Contrastive pre-training without labels; class-level cross-modal retrieval on the test
    split (voices, accents and digit images never seen in training).
 4. Supervised fine-tuning from the pre-trained backbone; top-1 of every output, and of the
@@ -21,12 +26,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import hashlib
+
 import torch
 
-from zorro.audio import feature_stats
-from torch.utils.data import DataLoader, Subset
+from zorro.audio import AudioFrontend, feature_stats
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from zorro.data import ClipDataset, collate_clips, read_manifest
+from zorro.data import ClipDataset, LabelVocab, ShardDataset, collate_clips, read_manifest
+from zorro.data.prepare import PrepareSettings, prepare_shards
 from zorro.evaluate import centroid_probe
 from zorro.model import ZorroConfig, build_audio_frontend
 from zorro.demo import build_avdigits
@@ -36,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Default settings; ``zorro demo --set section.key=value`` overrides any of them.
 DEMO_SETTINGS: dict[str, Any] = {
-    "data": {"num_train": 8000, "num_test": 500, "duration": 1.0, "num_frames": 8, "image_size": 32, "seed": 0},
+    # shards: decode once into prepared shards and train from them (False: every decoded clip in memory)
+    "data": {"num_train": 8000, "num_test": 500, "duration": 1.0, "num_frames": 8, "image_size": 32, "seed": 0, "shards": True},
     "model": {
         "dim": 128, "depth": 2, "heads": 4, "dim_head": 32, "ff_mult": 2, "num_fusion_tokens": 8,
         "audio_patch_size": [16, 8], "video_patch_size": 8, "video_temporal_patch_size": 8,
@@ -103,6 +112,63 @@ def _datasets(data_dir: Path, s: dict[str, Any]) -> tuple[CachedClips, CachedCli
     return train, test, train_raw.vocab
 
 
+class _WithAudioFeatures(Dataset):
+    """The items of a :class:`~zorro.data.ShardDataset` with each clip's front-end features
+    (computed once, kept in memory) added as ``audio_features``; ``shard_sizes`` is passed
+    through, so the trainer still draws with :class:`~zorro.data.ShardSampler`."""
+
+    def __init__(self, dataset: ShardDataset, features: list[torch.Tensor | None]) -> None:
+        self.dataset = dataset
+        self.features = features
+        self.shard_sizes = dataset.shard_sizes
+        self.vocab = dataset.vocab
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if isinstance(item, dict) and item.get("audio") is not None and self.features[index] is not None:
+            item["audio_features"] = self.features[index]
+        return item
+
+
+def _shard_datasets(data_dir: Path, s: dict[str, Any], build_info: dict[str, Any]) -> tuple[ShardDataset, ShardDataset, LabelVocab]:
+    """Prepare AV-digits into shards once (a folder named after the build and the clip
+    settings, so a rebuilt data set or other settings get new shards) and open them."""
+    d = s["data"]
+    tag = hashlib.sha256(json.dumps([build_info, d["duration"], d["num_frames"], d["image_size"]], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = data_dir / f"shards-{tag}"
+    settings = PrepareSettings(window="centre", duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"],
+                               store_size=d["image_size"], sample_rate=16000)
+    entries = {split: read_manifest(data_dir / f"{split}.csv") for split in ("train", "test")}
+    vocab = LabelVocab.from_labels(e.labels for e in entries["train"])
+    for split, items in entries.items():
+        prepare_shards(items, folder / split, labels=vocab.names, settings=settings, workers=s["num_workers"])
+    geometry = dict(train=False, duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"], sample_rate=16000)
+    return ShardDataset(folder / "train", **geometry), ShardDataset(folder / "test", vocab=vocab, **geometry), vocab
+
+
+@torch.no_grad()
+def _audio_features(dataset: ShardDataset, frontend: AudioFrontend, num_workers: int) -> list[torch.Tensor | None]:
+    """``frontend.features`` of every clip's audio (``(F, T)`` each; None without audio or
+    for a skipped clip), read from the shards in batches."""
+    t0 = time.perf_counter()
+    out: list[torch.Tensor | None] = [None] * len(dataset)
+    for batch in DataLoader(dataset, batch_size=256, num_workers=num_workers, collate_fn=collate_clips):
+        if batch["audio"] is None:
+            continue
+        keep = batch["has_audio"]
+        feats = frontend.features(batch["audio"][keep])
+        for i, f in zip(batch["index"][keep].tolist(), feats):
+            out[i] = f.clone()
+    logger.info("front-end features of %d clips computed in %.1f s", sum(f is not None for f in out), time.perf_counter() - t0)
+    return out
+
+
 def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole demo; returns the content written to ``out_dir/metrics.json``.
 
@@ -128,23 +194,33 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
     timings["build_data"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    logger.info("step 2/4: decoding every clip through the media pipeline")
-    train_set, test_set, vocab = _datasets(data_dir, s)
     # The model's front-end features of every training clip, once: the normalisation
     # statistics come from them, and both trainers read them instead of re-analysing the
     # audio each step (the front-end is built from the model settings, so the trainers'
     # own front-ends match it and reuse the cache).
     frontend = build_audio_frontend(ZorroConfig(**s["model"]))
-    train_set.add_audio_features(frontend)
-    mean, std = feature_stats(item["audio_features"] for item in train_set.items if item.get("audio_features") is not None)
+    if d.get("shards", True):
+        logger.info("step 2/4: decoding every clip once into shards, and the training audio's front-end features")
+        shard_train, test_set, vocab = _shard_datasets(data_dir, s, info)
+        features = _audio_features(shard_train, frontend, s["num_workers"])
+        train_set = _WithAudioFeatures(shard_train, features)
+        mean, std = feature_stats(f for f in features if f is not None)
+        unreadable = len(shard_train.info["unreadable"]) + len(test_set.info["unreadable"])
+        workers = 1  # reading a batch of these small clips costs ~5 % of a step: one worker hides it
+    else:
+        logger.info("step 2/4: decoding every clip through the media pipeline into memory")
+        train_set, test_set, vocab = _datasets(data_dir, s)
+        train_set.add_audio_features(frontend)
+        mean, std = feature_stats(item["audio_features"] for item in train_set.items if item.get("audio_features") is not None)
+        unreadable = train_set.num_skipped + test_set.num_skipped
+        workers = 0
     model_kwargs = {**s["model"], "audio_mean": mean, "audio_std": std}
     timings["decode"] = time.perf_counter() - t
-    logger.info("decoded %d train / %d test clips (%d + %d unreadable); fbank mean %.3f std %.3f",
-                len(train_set), len(test_set), train_set.num_skipped, test_set.num_skipped, mean, std)
+    logger.info("decoded %d train / %d test clips (%d unreadable); fbank mean %.3f std %.3f", len(train_set), len(test_set), unreadable, mean, std)
 
     def train_config(task: str, stage: str, **model: Any) -> TrainConfig:
         common = {"task": task, "model": {"arch": model_kwargs, "precision": s["precision"], **model},
-                  "data": {"num_workers": 0, "eval_batch_size": 128},
+                  "data": {"num_workers": workers, "eval_batch_size": 128},
                   "run": {"out_dir": str(out_dir / stage), "seed": d["seed"], "resume": False, "log_every": 5}}
         return TrainConfig.from_dict(_merge(common, s[stage]))
 
@@ -178,7 +254,7 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         "test": {name: top1(results[name]) for name in ("audio", "video", "fusion", "global", "average", "audio_only", "video_only") if name in results},
         "retrieval": retrieval,
         "pretrain_probe_top1": probe_acc,
-        "data": {"train_clips": len(train_set), "test_clips": len(test_set), "unreadable": train_set.num_skipped + test_set.num_skipped,
+        "data": {"train_clips": len(train_set), "test_clips": len(test_set), "unreadable": unreadable, "shards": bool(d.get("shards", True)),
                  "espeak": info.get("espeak"), "classes": list(vocab.names) if hasattr(vocab, "names") else None},
         "settings": s,
         "audio_norm": {"mean": mean, "std": std},

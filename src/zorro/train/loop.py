@@ -110,7 +110,7 @@ class Trainer:
 
             self.sampler = BalancedSampler(balanced_weights(*dataset_label_ids(train_set)), num_samples=cfg.data.samples_per_epoch or len(train_set),
                                            num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.run.seed)
-        elif isinstance(train_set, ShardDataset):  # equal lengths per rank, exactly once per epoch, resumable
+        elif isinstance(train_set, ShardDataset) or hasattr(train_set, "shard_sizes"):  # shards: equal lengths per rank, exactly once, resumable
             self.sampler = ShardSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=cfg.run.seed)
         else:
             self.sampler = ResumableSampler(train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.run.seed)

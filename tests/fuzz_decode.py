@@ -223,6 +223,7 @@ class Report:
     by_seed: dict = field(default_factory=lambda: collections.defaultdict(collections.Counter))
     times: list = field(default_factory=list)
     defects: list = field(default_factory=list)  # records of other / crash / hang
+    slowest: list = field(default_factory=list)  # (seconds, case key) of the slowest cases
     wall: float = 0.0
 
     def add(self, rec: dict) -> None:
@@ -230,6 +231,7 @@ class Report:
         self.by_kind[rec["kind"]][rec["outcome"]] += 1
         self.by_seed[rec["seed_name"]][rec["outcome"]] += 1
         self.times.append(rec["seconds"])
+        self.slowest = sorted(self.slowest + [(rec["seconds"], rec["case"])], reverse=True)[:5]
         if rec["outcome"] in ("other", "crash", "hang"):
             self.defects.append(rec)
 
@@ -250,6 +252,7 @@ class Report:
             lines.append(f"{name:<12} " + "  ".join(f"{self.by_seed[name][o]:>11}" for o in OUTCOMES))
         p50, p99, p999 = np.percentile(t, [50, 99, 99.9])
         lines.append(f"time per case (s): median {p50:.3f}, p99 {p99:.3f}, p99.9 {p999:.3f}, max {t.max():.3f}")
+        lines.append("slowest cases: " + ", ".join(f"{key} {sec:.2f} s" for sec, key in self.slowest))
         for rec in self.defects:
             lines.append(f"DEFECT {rec['outcome']} {rec['case']}: {rec.get('detail', '')}")
         return "\n".join(lines)
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "by_seed": {k: dict(v) for k, v in report.by_seed.items()},
             "time_per_case_s": {"max": max(report.times, default=0.0),
                                 "p99": float(np.percentile(report.times, 99)) if report.times else 0.0},
-            "wall_s": report.wall, "defects": report.defects,
+            "wall_s": report.wall, "slowest": report.slowest, "defects": report.defects,
         }, indent=1))
     return 1 if report.defects else 0
 

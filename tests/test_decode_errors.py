@@ -206,3 +206,14 @@ def test_every_sample_format_converts(fmt):
     np.testing.assert_allclose(got, want, atol=1.0 / 120)
     chans = audio_samples._audio_channels(frame, 2)
     np.testing.assert_allclose(np.stack(chans), want, atol=1.0 / 120)
+
+
+def test_implausible_sample_rate_is_refused_quickly(files, tmp_path):
+    # seen: a damaged WAV header claiming 10.7 MHz took 2-3 s and ~1 GB to decode and resample
+    data = bytearray(files["wav"].read_bytes())
+    assert data[12:16] == b"fmt " and int.from_bytes(data[24:28], "little") == 22050
+    data[24:28] = (10_704_418).to_bytes(4, "little")
+    bad = tmp_path / "fast.wav"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match=r"audio stream #0 claims 10704418 Hz, more than 768000"):
+        read_clip(bad, **KW)

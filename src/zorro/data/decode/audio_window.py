@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from zorro.data.decode.audio_samples import _audio_channels, _downmix_resample
+from zorro.data.decode.streams import MAX_SAMPLE_RATE
 
 # Audio decoded this far before the window (s): AAC/Opus decoders need a frame or two to
 # warm up after a seek, and the resampler's filter needs context.
@@ -39,6 +40,9 @@ class PyAVAudioWindow:
         for frame in self._decode_all_packets(stream, a1 + 0.1):
             samples = frame.samples
             if samples == 0:
+                continue
+            if not 0 < frame.sample_rate <= MAX_SAMPLE_RATE:
+                self._skipped += 1  # a damaged frame header: see MAX_SAMPLE_RATE
                 continue
             if native_rate is None:
                 native_rate = int(frame.sample_rate)

@@ -16,7 +16,7 @@ from zorro.data.decode.clip import Clip, MediaInfo
 from zorro.data.decode.errors import DecodeError, decode_errors
 from zorro.data.decode.packets import PacketDecoding
 from zorro.data.decode.planned_video import PlannedVideo
-from zorro.data.decode.streams import _check_path, _pick_stream, _stream_span, available_backends
+from zorro.data.decode.streams import MAX_SAMPLE_RATE, _check_path, _pick_stream, _stream_span, available_backends
 from zorro.data.decode.torchcodec_backend import TorchcodecWindows
 from zorro.data.decode.video_window import PyAVVideoWindow
 from zorro.data.transforms import CropBox, center_crop_box, random_resized_crop_box
@@ -116,6 +116,12 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
                     cc.thread_count = self.threads
                 if self.fast_decode and cc.name in ("h264", "hevc"):
                     cc.options = {**dict(cc.options or {}), "skip_loop_filter": "all", "flags2": "+fast"}
+        if self._astream is not None and (self._astream.codec_context.sample_rate or 0) > MAX_SAMPLE_RATE:
+            problems.append(
+                f"audio stream #{self._astream.index} claims {self._astream.codec_context.sample_rate} Hz, "
+                f"more than {MAX_SAMPLE_RATE} (a damaged header?)"
+            )
+            self._astream = None  # decoding and resampling it would take seconds and gigabytes
         if self._vstream is None and self._astream is None:
             raise DecodeError(self.path, "no decodable audio or video stream (" + "; ".join(problems) + ")")
         vs = ve = as_ = ae = None

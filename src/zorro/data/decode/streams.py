@@ -22,6 +22,12 @@ def available_backends() -> list[str]:
     return out
 
 
+# Highest audio sample rate (Hz) taken at face value: FFmpeg's own PCM and lossless
+# formats top out at 768 kHz; a damaged header can claim many MHz, and decoding and
+# resampling such a stream costs seconds and gigabytes per clip.
+MAX_SAMPLE_RATE = 768_000
+
+
 def _check_path(path: str | os.PathLike) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")

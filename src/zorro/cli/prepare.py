@@ -101,15 +101,19 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"--manifest {str(src)!r} lists no media files")
     vocab = LabelVocab.from_labels(e.labels for e in entries)
     sources = [PrepareSource.from_entry(e) for e in entries]
-    info = prepare_shards(
-        sources,
-        args.out,
-        labels=list(vocab.names),
-        multi_label=args.multi_label,
-        extra_info={"manifest": str(src)},
-        workers=args.workers,
-        **settings_from_args(args),
-    )
+    try:
+        info = prepare_shards(
+            sources,
+            args.out,
+            labels=list(vocab.names),
+            multi_label=args.multi_label,
+            extra_info={"manifest": str(src)},
+            workers=args.workers,
+            **settings_from_args(args),
+        )
+    except KeyboardInterrupt:
+        logger.error("interrupted: finished shards are kept; run the same command again to resume")
+        return 130
     summary = {"out": str(args.out), **info["counts"], "shards": len(info["shards"])}
     print(json.dumps(summary))
     if info["num_samples"] == 0:

@@ -337,9 +337,14 @@ def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[s
 
 
 def _init_worker() -> None:
+    import signal  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the main process stops the run and shuts the
+    # pool down; workers ignoring it avoids a traceback from each of them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- bookkeeping ---------------------------------------------------------------------------

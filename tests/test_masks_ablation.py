@@ -113,6 +113,7 @@ def test_rerun_reuses_finished_runs_and_cli_prints_the_table(quick_run, monkeypa
     assert main(["ablate", "masks", "--quick", "--out", str(root / "out"), "--data", str(root / "data"), *QUICK_FLAGS]) == 0
     printed = capsys.readouterr().out
     assert format_table(metrics) in printed and "3 runs" in printed
+    assert json.loads((root / "out" / "metrics.json").read_text())["data"] == "not decoded: every run was reused"
     # Another list of runs reuses the runs it shares ("full" alone here) ...
     only_full = run_ablation(out_dir=root / "out", data_dir=root / "data", quick=True, config_overrides={"rules": ["full"], "fusion_tokens": []})
     assert list(only_full["summary"]) == ["full"] and only_full["results"][0] == metrics["results"][0]

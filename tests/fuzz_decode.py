@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -149,8 +150,10 @@ def make_cases(seed_names: list[str], count: int, base_seed: int = 0) -> list[Ca
     return [Case(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], base_seed + i) for i in range(count)]
 
 
-def run_case(case: Case, seeds: dict[str, Path], workdir: Path) -> dict:
-    """Damage the seed, decode a clip from it (in this process); returns the outcome record."""
+def run_case(case: Case, seeds: dict[str, Path], workdir: Path, threads: int = 1) -> dict:
+    """Damage the seed, decode a clip from it (in this process) with ``threads`` decoder
+    threads (1: as in DataLoader workers; 0: FFmpeg's choice, frame threading); returns the
+    outcome record."""
     from zorro.data import DecodeError, read_clip
 
     rng = np.random.default_rng(case.seed)
@@ -166,7 +169,7 @@ def run_case(case: Case, seeds: dict[str, Path], workdir: Path) -> dict:
     try:
         clip = read_clip(
             path, start=start, duration=1.0, num_frames=4, image_size=32, seek_mode=seek_mode,
-            crop=crop, rng=rng, threads=1,
+            crop=crop, rng=rng, threads=threads,
         )
         recovered = clip.skipped_packets > 0 or clip.padded
         rec["outcome"] = "recovered" if recovered else "ok"
@@ -355,19 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="s per case before it is a hang")
     p.add_argument("--replay", help="run one case NAME:KIND:SEED in this process and print its record")
     p.add_argument("--json", help="also write the report (counts and defect records) to this file")
+    p.add_argument("--threads", type=int, default=1, help="decoder threads per case (1 as in DataLoader workers, 0 FFmpeg's choice)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="zorro-fuzz-seeds-") as d:
         seeds = build_seeds(d)
         if args.replay:
             name, kind, seed = args.replay.split(":")
             limit_memory()
-            rec = run_case(Case(name, kind, int(seed)), seeds, Path(d))
+            rec = run_case(Case(name, kind, int(seed)), seeds, Path(d), args.threads)
             where = rec.pop("where", "")
             print(json.dumps(rec, indent=1))
             print(where)
             return 0
         cases = make_cases(sorted(seeds), args.cases, args.seed)
-        report = run_campaign(cases, seeds, workers=args.workers, time_limit=args.time_limit)
+        runner = run_case if args.threads == 1 else functools.partial(run_case, threads=args.threads)
+        report = run_campaign(cases, seeds, workers=args.workers, time_limit=args.time_limit, runner=runner)
     print(report.format())
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -118,3 +118,36 @@ def test_dataset_items_stay_identical_with_the_limit(folder):
     a = _dataset(folder, None)[0]
     b = _dataset(folder, 30.0)[0]
     assert torch.equal(a["audio"], b["audio"]) and torch.equal(a["video"], b["video"])
+
+
+class _StuckReader(datasets.MediaReader):
+    """A MediaReader whose read() for ``hang.mp4`` behaves like one FFmpeg call that never
+    returns: the alarm cannot interrupt it (SIGALRM blocked in this thread)."""
+
+    def read(self, **kwargs):
+        if Path(self.path).name == HANG:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(60)
+        return super().read(**kwargs)
+
+
+def test_decode_stuck_in_one_call_ends_the_worker_with_an_error_naming_the_file(folder, monkeypatch, tmp_path):
+    monkeypatch.setattr(datasets, "MediaReader", _StuckReader)
+    monkeypatch.setattr(time_limit_module, "HARD_LIMIT_EXTRA", 0.5)  # watchdog at 2 * 0.3 + 0.5 s
+    log = tmp_path / "worker.log"
+    handler = logging.FileHandler(log)  # the forked worker inherits it
+    logger = logging.getLogger("zorro.data.decode.time_limit")
+    logger.addHandler(handler)
+    try:
+        loader = DataLoader(_dataset(folder, 0.3), batch_size=2, num_workers=1, collate_fn=collate_clips,
+                            multiprocessing_context="fork")
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="exited unexpectedly"):
+            for _ in loader:
+                pass
+        assert time.monotonic() - t0 < 30.0  # an error, not a stall
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = log.read_text()
+    assert str(folder / HANG) in text and "has not returned" in text

@@ -233,7 +233,9 @@ class ClipDataset(Dataset):
             (defaults: exact frames, exact pixels).
         decode_time_limit: most wall-clock seconds one item may spend opening and decoding
             its file; past it the item is skipped and counted like an unreadable file
-            (reason: the limit). None: no limit. See :mod:`zorro.data.decode.time_limit`.
+            (reason: the limit). In a DataLoader worker, a decode stuck inside one FFmpeg
+            call far past the limit ends the worker with an error naming the file. None: no
+            limit. See :mod:`zorro.data.decode.time_limit`.
     """
 
     def __init__(
@@ -358,9 +360,10 @@ class ClipDataset(Dataset):
         entry = self.entries[index // self.clips_per_video]
         clip_no = index % self.clips_per_video
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        threads = 1 if get_worker_info() is not None else 0
+        in_worker = get_worker_info() is not None
+        threads = 1 if in_worker else 0
         try:
-            with decode_time_limit(entry.path, self.decode_time_limit), MediaReader(
+            with decode_time_limit(entry.path, self.decode_time_limit, exit_if_stuck=in_worker), MediaReader(
                 entry.path, backend=self.backend, threads=threads, seek_mode=self.seek_mode, fast_decode=self.fast_decode
             ) as reader:
                 info = reader.info

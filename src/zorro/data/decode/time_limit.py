@@ -11,7 +11,14 @@ Where it works: in the main thread of a process (DataLoader worker processes run
 (another thread, Windows, or an outer ``ITIMER_REAL`` timer already armed) the block runs
 without a limit and this is logged once. Python runs a signal handler between bytecodes, so
 the limit interrupts decoding that returns to Python now and then, which our decode loops do
-after every packet and frame; a single FFmpeg call that never returns is not interrupted.
+after every packet and frame.
+
+A single FFmpeg call that never returns cannot be interrupted from Python. With
+``exit_if_stuck=True`` (what datasets pass inside DataLoader workers) a watchdog thread
+covers that case: if the block is still running ``HARD_LIMIT_FACTOR * seconds +
+HARD_LIMIT_EXTRA`` seconds after it started, it logs an error naming the file and ends the
+worker process, so the DataLoader raises (worker exited unexpectedly) instead of training
+stalling forever.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ from zorro.data.decode.errors import DecodeError
 logger = logging.getLogger(__name__)
 
 _warned_unavailable = False
+
+# The watchdog's limit: HARD_LIMIT_FACTOR * seconds + HARD_LIMIT_EXTRA (s), well past the
+# alarm, which handles every decode that returns to Python.
+HARD_LIMIT_FACTOR = 2.0
+HARD_LIMIT_EXTRA = 5.0
+STUCK_EXIT_CODE = 75  # the exit status of a worker ended by the watchdog
 
 
 class DecodeTimeout(DecodeError):
@@ -55,16 +68,45 @@ def time_limit_available() -> bool:
     return signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
 
 
+def _stuck(path: str | os.PathLike, after: float) -> None:
+    logger.error(
+        "decoding %s has not returned for %.0f s (stuck inside one FFmpeg call, past the per-item time limit): "
+        "ending this DataLoader worker so that training stops with an error instead of stalling; "
+        "remove the file from the manifest",
+        path,
+        after,
+    )
+    logging.shutdown()
+    os._exit(STUCK_EXIT_CODE)
+
+
 @contextmanager
-def decode_time_limit(path: str | os.PathLike, seconds: float | None) -> Iterator[None]:
+def decode_time_limit(path: str | os.PathLike, seconds: float | None, *, exit_if_stuck: bool = False) -> Iterator[None]:
     """Raise :class:`DecodeTimeout` naming ``path`` if the block runs longer than
-    ``seconds`` (wall-clock s); ``None`` disables the limit. See the module doc for where
-    the limit applies."""
-    global _warned_unavailable
+    ``seconds`` (wall-clock s); ``None`` disables the limit. With ``exit_if_stuck`` (only
+    for DataLoader worker processes) a block still running long after the limit ends the
+    process (see the module doc)."""
     seconds = _check_seconds(seconds)
     if seconds is None:
         yield
         return
+    watchdog = None
+    if exit_if_stuck:
+        after = HARD_LIMIT_FACTOR * seconds + HARD_LIMIT_EXTRA
+        watchdog = threading.Timer(after, _stuck, args=(path, after))
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        with _alarm(path, seconds):
+            yield
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+@contextmanager
+def _alarm(path: str | os.PathLike, seconds: float) -> Iterator[None]:
+    global _warned_unavailable
     if not time_limit_available():
         if not _warned_unavailable:
             _warned_unavailable = True

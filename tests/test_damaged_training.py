@@ -57,8 +57,13 @@ def _manifest(root: Path) -> tuple[Path, dict[str, Path]]:
 @pytest.mark.slow
 def test_training_over_damaged_files_runs_to_the_end_and_reports_each_bad_file(tmp_path, caplog):
     csv, unreadable = _manifest(tmp_path / "media")
-    cfg = tiny_config(tmp_path / "run", data={"train_manifest": str(csv), **CLIP, "batch_size": 6, "num_workers": 2},
-                      optim={"epochs": EPOCHS})
+    # evaluation over 4 good files and 2 unreadable ones (after each epoch and at the end)
+    eval_bad = [unreadable["garbage"], tmp_path / "media" / "gone.mp4"]
+    eval_csv = tmp_path / "media" / "eval.csv"
+    eval_csv.write_text("path,label\n" + "".join(f"{tmp_path / 'media' / f'good{i}.mp4'},{'ab'[i % 2]}\n" for i in range(4))
+                        + "".join(f"{p},a\n" for p in eval_bad))
+    cfg = tiny_config(tmp_path / "run", data={"train_manifest": str(csv), "eval_manifest": str(eval_csv), **CLIP, "batch_size": 6,
+                                              "num_workers": 2}, optim={"epochs": EPOCHS}, run={"eval_every": 1})
     trainer = Trainer(cfg)
     with caplog.at_level(logging.WARNING):
         trainer.fit()
@@ -67,7 +72,15 @@ def test_training_over_damaged_files_runs_to_the_end_and_reports_each_bad_file(t
     assert set(trainer.skips.bad_files) == bad
     assert trainer.skips.total_skipped == len(bad) * EPOCHS  # every epoch meets each bad file once
     for path in bad:  # logged once each, however many epochs and workers met it
-        assert sum(path in r.getMessage() and "skipping unreadable" in r.getMessage() for r in caplog.records) == 1
+        msgs = [r.getMessage() for r in caplog.records]
+        assert sum(path in m and "skipping unreadable" in m and "(evaluation)" not in m for m in msgs) == 1
+    # evaluation ran twice (after epoch 1, at the end): its unreadable files are logged once and listed apart
+    assert set(trainer.eval_skips.bad_files) == {str(p) for p in eval_bad}
+    assert trainer.eval_skips.total_skipped == 2 * len(eval_bad)
+    for path in map(str, eval_bad):
+        assert sum(path in r.getMessage() and "(evaluation)" in r.getMessage() for r in caplog.records) == 1
+    listed = [json.loads(line)["path"] for line in (tmp_path / "run" / "skipped_eval.jsonl").read_text().splitlines()]
+    assert sorted(listed) == sorted(map(str, eval_bad))
     report = [json.loads(line) for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     assert {r["path"] for r in report} == bad and all(r["times_skipped"] == EPOCHS for r in report)
     reasons = {Path(r["path"]).name: r["reason"] for r in report}

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -131,7 +131,8 @@ class SkipTracker:
     epochs meet it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "") -> None:
+        self.label = label  # said in the log lines, e.g. "evaluation"
         self.epoch_skipped = 0
         self.total_skipped = 0
         self.bad_files: dict[str, str] = {}  # path -> reason, in the order first met
@@ -146,8 +147,14 @@ class SkipTracker:
             self.times_skipped[path] = self.times_skipped.get(path, 0) + 1
             if path not in self.bad_files:
                 self.bad_files[path] = reason
-                logger.warning("skipping unreadable media file %s: %s", path, reason)
+                logger.warning("skipping unreadable media file%s %s: %s", f" ({self.label})" if self.label else "", path, reason)
         return n
+
+    def track(self, batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yield ``batches`` (e.g. a DataLoader), accounting for each as :meth:`update` does."""
+        for batch in batches:
+            self.update(batch)
+            yield batch
 
     def write_report(self, path: str | os.PathLike) -> Path:
         """Write the bad files met so far to ``path`` as JSON Lines, one

@@ -130,6 +130,7 @@ class Trainer:
         self._last_ckpt_step = -1
         self.history: list[dict[str, Any]] = []
         self.skips = SkipTracker()
+        self.eval_skips = SkipTracker("evaluation")  # unreadable evaluation files: logged once, listed in skipped_eval.jsonl
         self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=False)  # opened by fit()
 
     # -------------------------------------------------------------- files
@@ -298,10 +299,11 @@ class Trainer:
         from zorro.evaluate import evaluate_classifier, evaluate_retrieval
 
         loader = DataLoader(self.eval_set, batch_size=self.cfg.data.eval_batch_size, num_workers=0 if isinstance(self.eval_set, CachedClips) else self.cfg.data.num_workers, collate_fn=collate_clips)
+        tracked = self.eval_skips.track(loader)  # the first pass over the eval set counts its unreadable files
         with autocast(self.cfg.model.precision, self.dist.device):
             if self.cfg.task == "pretrain":
-                return evaluate_retrieval(self.objective.task, loader, device=self.dist.device)
-            metrics = evaluate_classifier(self.objective.task, loader, multi_label=self.cfg.data.multi_label, device=self.dist.device)
+                return evaluate_retrieval(self.objective.task, tracked, device=self.dist.device)
+            metrics = evaluate_classifier(self.objective.task, tracked, multi_label=self.cfg.data.multi_label, device=self.dist.device)
             if self.cfg.data.eval_protocol:  # the dataset's own metrics, one score per file (zorro.protocols)
                 from zorro.protocols import evaluate_protocol
 
@@ -313,6 +315,8 @@ class Trainer:
         ``skipped.jsonl`` in the run folder (``skipped-rank<r>.jsonl`` per rank under DDP)."""
         name = "skipped.jsonl" if self.dist.world_size == 1 else f"skipped-rank{self.dist.rank}.jsonl"
         self.skips.write_report(self.out / name)
+        if self.eval_skips.bad_files:
+            self.eval_skips.write_report(self.out / name.replace("skipped", "skipped_eval"))
 
     def _finish(self, metrics: Mapping[str, Any]) -> None:
         self._write_skip_report()

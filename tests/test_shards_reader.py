@@ -109,11 +109,24 @@ def test_multi_label_items_are_multi_hot(tmp_path):
     from zorro.data.shards import SampleData, write_samples
 
     frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
-    write_samples(tmp_path, [SampleData(labels=("a", "c"), frames=frames), SampleData(labels=("b",), frames=frames)],
-                  labels=["a", "b", "c"], multi_label=True)
+    wave = np.full(32000, 0.25, dtype=np.float32)
+    write_samples(tmp_path, [SampleData(labels=("a", "c"), frames=frames, audio=wave), SampleData(labels=("b",), frames=frames)],
+                  labels=["a", "b", "c"], multi_label=True)  # samples with different members: the index's general form
     ds = ShardDataset(tmp_path, train=False, image_size=8)
     assert ds[0]["label"].tolist() == [1.0, 0.0, 1.0] and ds[1]["label"].tolist() == [0.0, 1.0, 0.0]
-    assert ds[0]["audio"] is None  # no audio member: no audio, never a zero waveform
+    assert float(ds[0]["audio"].mean()) == pytest.approx(0.25, abs=1e-4)
+    assert ds[1]["audio"] is None  # no audio member: no audio, never a zero waveform
+
+
+def test_open_files_are_bounded(shards):
+    from zorro.data.shards.reader import _OpenShard
+
+    ds = ShardDataset(shards, train=False, image_size=16, video_dtype="uint8", max_open_files=1)
+    reference = ShardDataset(shards, train=False, image_size=16, video_dtype="uint8")
+    for i in (0, 5, 9, 1, 6):  # shards 0, 1, 2, 0, 1: each read reopens a closed file
+        assert torch.equal(ds[i]["video"], reference[i]["video"])
+        assert sum(isinstance(sh, _OpenShard) and sh.fd >= 0 for sh in ds._open.values()) == 1
+    assert ds._open[0].spans.shape == (4, 10, 2)  # the compact index: (samples, members, (offset, size))
 
 
 def _member(folder: Path, shard: int, sample: int, suffix: str) -> tuple[Path, int, int]:

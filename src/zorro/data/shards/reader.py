@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -120,13 +121,19 @@ def _jpeg_decoder(name: str) -> tuple[Callable[[bytes], tuple[int, int]], Callab
 
 
 class _OpenShard:
-    """One shard in one process: its file descriptor and its index (loaded on first use)."""
+    """One shard in one process: its index, held compactly, and its file descriptor.
+
+    The index is kept as one ``(samples, members, 2)`` int64 array of (offset, size) when
+    every sample has the same members (the usual case), plus the keys: ~20 bytes a member
+    instead of a dict per sample, so a worker can hold the indexes of millions of samples.
+    The descriptor is opened on demand and may be closed again (:meth:`close`) to bound the
+    number of open files; reopening checks the file is the same size.
+    """
 
     def __init__(self, path: Path, index_path: Path, expected: int) -> None:
         self.path = path
         self.fd = -1
-        self.size = 0
-        self.samples: list[dict[str, Any]] = []
+        self.size = -1
         try:
             with open(index_path, encoding="utf-8") as fh:
                 index = json.load(fh)
@@ -139,29 +146,55 @@ class _OpenShard:
             raise _Damaged(str(index_path), "shard index has no 'samples' list")
         if len(samples) != expected:
             logger.warning("%s lists %d samples, dataset.json says %d; the missing ones are skipped", index_path, len(samples), expected)
-        self.samples = samples
+        self.keys: list[str] = []
+        self.suffixes: tuple[str, ...] = ()
+        self.spans: np.ndarray | None = None  # (samples, members, 2) int64 when uniform
+        self.entries: list[Any] = []  # otherwise the raw entries
         try:
-            self.fd = os.open(path, os.O_RDONLY)
+            self.keys = [str(e["key"]) for e in samples]
+            first = tuple(samples[0]["members"]) if samples else ()
+            if samples and all(tuple(e["members"]) == first for e in samples):
+                self.suffixes = tuple(str(x) for x in first)
+                self.spans = np.array([[e["members"][x] for x in first] for e in samples], dtype=np.int64).reshape(len(samples), len(first), 2)
+            else:
+                self.entries = samples
+        except (KeyError, TypeError, ValueError, IndexError):
+            self.keys = [str(e.get("key", i)) if isinstance(e, dict) else str(i) for i, e in enumerate(samples)]
+            self.spans, self.entries = None, samples  # malformed entries fail when read
+
+    def open(self) -> None:
+        """Open the shard file if it is not open."""
+        if self.fd >= 0:
+            return
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            raise _Damaged(str(path), "shard file is missing") from None
+            raise _Damaged(str(self.path), "shard file is missing") from None
         except OSError as exc:
-            raise _Damaged(str(path), f"shard file cannot be opened ({exc})") from None
+            raise _Damaged(str(self.path), f"shard file cannot be opened ({exc})") from None
         self.size = os.fstat(self.fd).st_size
 
-    def read_members(self, local: int) -> tuple[str, dict[str, bytes]]:
+    def _spans(self, local: int) -> dict[str, tuple[int, int]]:
+        if self.spans is not None:
+            row = self.spans[local].tolist()
+            return {x: (off, size) for x, (off, size) in zip(self.suffixes, row)}
+        entry = self.entries[local]
+        return {str(x): (int(v[0]), int(v[1])) for x, v in entry["members"].items()}
+
+    def read_members(self, local: int) -> tuple[str, dict[str, memoryview]]:
         """The key and the members (suffix -> bytes) of sample ``local`` of this shard."""
         where = f"{self.path}#{local}"
-        if local >= len(self.samples):
+        if local >= len(self.keys):
             raise _Damaged(where, "sample is missing from the shard index")
-        entry = self.samples[local]
-        try:
-            key = str(entry["key"])
-            spans = {str(s): (int(v[0]), int(v[1])) for s, v in entry["members"].items()}
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise _Damaged(where, f"malformed index entry ({exc!r})") from None
+        key = self.keys[local]
         where = f"{self.path}#{key}"
+        try:
+            spans = self._spans(local)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise _Damaged(where, f"malformed index entry ({exc!r})") from None
         if not spans:
             raise _Damaged(where, "sample has no members")
+        self.open()
         lo = min(off for off, _ in spans.values())
         hi = max(off + size for off, size in spans.values())
         if lo < 0 or hi > self.size:
@@ -171,16 +204,17 @@ class _OpenShard:
             if len(blob) != hi - lo:
                 raise _Damaged(where, "shard is truncated (short read)")
             view = memoryview(blob)
-            return key, {s: view[off - lo : off - lo + size] for s, (off, size) in spans.items()}
+            return key, {x: view[off - lo : off - lo + size] for x, (off, size) in spans.items()}
         members = {}
-        for s, (off, size) in spans.items():
+        for x, (off, size) in spans.items():
             data = os.pread(self.fd, size, off)
             if len(data) != size:
                 raise _Damaged(where, "shard is truncated (short read)")
-            members[s] = memoryview(data)
+            members[x] = memoryview(data)
         return key, members
 
     def close(self) -> None:
+        """Close the file descriptor (the index stays; :meth:`open` reopens)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -209,6 +243,8 @@ class ShardDataset(Dataset):
             normalise on the device with :func:`normalize_uint8_video`).
         jpeg_decoder: ``"auto"`` (simplejpeg when installed, else Pillow), ``"simplejpeg"``,
             ``"pillow"``.
+        max_open_files: shard files one process keeps open at once (least recently used
+            ones are closed; their indexes stay loaded).
 
     Attributes:
         info: the contents of ``dataset.json``.
@@ -237,6 +273,7 @@ class ShardDataset(Dataset):
         seed: int = 0,
         video_dtype: str = "float32",
         jpeg_decoder: str = "auto",
+        max_open_files: int = 128,
     ) -> None:
         path = Path(root)
         meta_path = path if path.name == DATASET_JSON else path / DATASET_JSON
@@ -259,6 +296,8 @@ class ShardDataset(Dataset):
             raise ValueError("at least one of audio/video must be True")
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ValueError(f"mean and std need 3 values (RGB, std > 0), got {tuple(mean)} and {tuple(std)}")
+        if isinstance(max_open_files, bool) or not isinstance(max_open_files, (int, np.integer)) or max_open_files < 1:
+            raise ValueError(f"max_open_files must be a positive int, got {max_open_files!r}")
         if not isinstance(image_size, (int, np.integer)) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         if duration is not None and not duration > 0:
@@ -310,6 +349,8 @@ class ShardDataset(Dataset):
         self.num_read = 0
         self._logged: set[str] = set()
         self._open: dict[int, _OpenShard | _Damaged] = {}
+        self._fds: OrderedDict[int, None] = OrderedDict()
+        self.max_open_files = int(max_open_files)
         self._pid = -1
         self._decode_jpeg = None
 
@@ -334,7 +375,7 @@ class ShardDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"], state["_pid"], state["_decode_jpeg"] = {}, -1, None  # each process opens its own
+        state["_open"], state["_pid"], state["_decode_jpeg"], state["_fds"] = {}, -1, None, OrderedDict()  # each process opens its own
         return state
 
     def close(self) -> None:
@@ -342,21 +383,29 @@ class ShardDataset(Dataset):
         for shard in self._open.values():
             if isinstance(shard, _OpenShard):
                 shard.close()
-        self._open = {}
+        self._open, self._fds = {}, OrderedDict()
 
     def _shard(self, number: int) -> _OpenShard:
         if self._pid != os.getpid():  # a forked worker: open its own descriptors
-            self._open, self._pid, self._decode_jpeg = {}, os.getpid(), None
+            self._open, self._pid, self._decode_jpeg, self._fds = {}, os.getpid(), None, OrderedDict()
         shard = self._open.get(number)
         if shard is None:
             s = self.shards[number]
             try:
                 shard = _OpenShard(self.root / s["name"], self.root / s["index"], s["num_samples"])
+                shard.open()
             except _Damaged as exc:
                 shard = exc  # remembered: a missing shard is looked for once per process
             self._open[number] = shard
         if isinstance(shard, _Damaged):
             raise shard
+        self._fds[number] = None  # most recently used last; the oldest descriptors are closed
+        self._fds.move_to_end(number)
+        while len(self._fds) > self.max_open_files:
+            old, _ = self._fds.popitem(last=False)
+            old_shard = self._open.get(old)
+            if isinstance(old_shard, _OpenShard):
+                old_shard.close()
         return shard
 
     def _label(self, meta: dict[str, Any]) -> int | torch.Tensor:

@@ -178,3 +178,18 @@ def test_ddp_survives_a_batch_lost_to_damage_on_one_rank(tmp_path):
     assert not hung, "a rank hung after another rank's batch was lost to damage"
     assert all(p.exitcode == 0 for p in procs)
     assert (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def test_cli_trains_from_shards(tmp_path, shard_sets):
+    import yaml
+
+    from toy import TINY_MODEL
+    from zorro.cli import main
+
+    config = {"model": {"arch": dict(TINY_MODEL), "precision": "fp32"}, "data": {**CLIP, "batch_size": 4, "num_workers": 0},
+              "optim": {"epochs": 1, "warmup_steps": 1}, "run": {"progress": False}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--train-shards", str(shard_sets[0]),
+                 "--eval-shards", str(shard_sets[1]), "--out", str(out)]) == 0
+    assert (out / "eval_metrics.json").exists() and (out / "labels.json").exists()

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audio-stats", help="mean/std of the audio front-end's features over a manifest",
                        description="Decodes the audio of every file of a manifest, or reads every sample of prepared shards (one centred clip each), and prints the "
                                    "mean and standard deviation of the front-end features, for model.arch.audio_mean/audio_std.")
-    p.add_argument("--manifest", help="CSV/JSONL manifest")
+    p.add_argument("--manifest", help="CSV/JSONL manifest or a folder-per-class tree (root/<class>/<file>)")
     p.add_argument("--shards", help="a prepared shard folder (`zorro prepare`) instead of a manifest: the audio exactly as training reads it")
     p.add_argument("--frontend", choices=["fbank", "spectrogram"], default="fbank")
     p.add_argument("--num-mel-bins", type=int, default=128)

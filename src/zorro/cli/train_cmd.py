@@ -82,8 +82,10 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=3e-4 --set model.arch.depth=4 (repeatable)")
     p.add_argument("--out", help="run folder (config key run.out_dir)")
-    p.add_argument("--train-manifest", help="training manifest (CSV/JSONL)")
-    p.add_argument("--eval-manifest", help="evaluation manifest (CSV/JSONL)")
+    p.add_argument("--train-manifest", help="training manifest (CSV/JSONL) or a folder-per-class tree")
+    p.add_argument("--eval-manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree")
+    p.add_argument("--train-shards", help="prepared shard folder to train from (zorro prepare; config key data.train_shards)")
+    p.add_argument("--eval-shards", help="prepared shard folder to evaluate on (config key data.eval_shards)")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -94,7 +96,8 @@ def _run_training(args: argparse.Namespace, task: str) -> int:
 
     data = load_config(args.config, args.overrides, {
         "task": task, "run": {"out_dir": args.out}, "model": {"init_from": getattr(args, "init_from", None)},
-        "data": {"train_manifest": args.train_manifest, "eval_manifest": args.eval_manifest},
+        "data": {"train_manifest": args.train_manifest, "eval_manifest": args.eval_manifest,
+                 "train_shards": args.train_shards, "eval_shards": args.eval_shards},
     })
     try:
         cfg = TrainConfig.from_dict(data)
@@ -237,7 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a supervised run on a manifest",
                        description="Top-1/top-5 (or mAP) of each output, their average, and audio-only / video-only inference.")
     p.add_argument("run", help="run folder written by `zorro train`")
-    p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL)")
+    p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree")
     p.add_argument("--shards", help="evaluation shards: a folder written by `zorro prepare` (instead of --manifest)")
     p.add_argument("--protocol", choices=("audioset", "vggsound", "kinetics-sounds", "esc50"),
                    help="also report this dataset's metrics, one score per file (default: the run's data.eval_protocol)")
@@ -252,7 +255,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Writes one (N, dim) tensor per output (audio, video, fusion, global) to a safetensors "
                                    "file, NaN rows where a clip lacks the modality, and OUTPUT.index.json mapping rows to files.")
     p.add_argument("model", help="a from_pretrained folder or a run folder")
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest", required=True, help="CSV/JSONL manifest or a folder-per-class tree")
     p.add_argument("--output", required=True, help="output .safetensors file")
     p.add_argument("--duration", type=float, default=2.0, help="clip length (s)")
     p.add_argument("--num-frames", type=int, default=8)

@@ -182,3 +182,16 @@ def test_missing_index_file_is_skipped_too(tmp_path):
     ds = ShardDataset(folder, train=False, image_size=16)
     assert [isinstance(ds[i], Skipped) for i in range(8)] == [True] * 4 + [False] * 4
     assert "index" in ds[0].reason
+
+
+def test_label_ids_outside_the_vocabulary_are_damage(tmp_path):
+    folder = make_shards(tmp_path / "out", n=2, per_shard=2)
+    index = json.loads((folder / "shard-000000.index.json").read_text())
+    off, size = index["samples"][1]["members"]["json"]
+    tar = folder / "shard-000000.tar"
+    data = tar.read_bytes()[off : off + size]
+    bad = data.replace(b'"label_ids": [1]', b'"label_ids":[-1]')  # same length: the index holds the size
+    assert bad != data and len(bad) == len(data)
+    _overwrite(tar, off, bad)
+    ds = ShardDataset(folder, train=False, image_size=16)
+    assert isinstance(ds[0], dict) and isinstance(ds[1], Skipped) and "label_ids" in ds[1].reason  # not the last label

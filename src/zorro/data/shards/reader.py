@@ -3,8 +3,8 @@
 A prepared folder (see :mod:`zorro.data.shards.format`) holds ``dataset.json``, tar shards in
 the WebDataset layout and one ``.index.json`` per shard giving each member's byte offset and
 size. :class:`ShardDataset` reads one sample with one ``os.pread`` on the shard's file
-descriptor (each process opens each shard once, when it first needs it, and loads that
-shard's index then), decodes only the frames the clip uses, and returns the item dict of
+descriptor (each process loads a shard's index when it first needs it and keeps a bounded
+number of shard files open), decodes only the frames the clip uses, and returns the item dict of
 :class:`~zorro.data.ClipDataset`::
 
     {"audio": (samples,) float32 or None, "video": (3, T, S, S) float32 normalised or None,
@@ -35,7 +35,6 @@ import bisect
 import io
 import json
 import logging
-import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -412,7 +411,9 @@ class ShardDataset(Dataset):
         ids = meta.get("label_ids")
         if not isinstance(ids, list) or not ids:
             raise ValueError("metadata has no label_ids")
-        mapped = [int(self._label_map[int(i)]) for i in ids]
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self._label_map) for i in ids):
+            raise ValueError(f"label_ids {ids} are not ids into the folder's {len(self._label_map)} labels")
+        mapped = [int(self._label_map[i]) for i in ids]
         if self.multi_label:
             y = torch.zeros(len(self.vocab), dtype=torch.float32)
             y[mapped] = 1.0

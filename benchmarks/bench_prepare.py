@@ -19,7 +19,7 @@ Measured, in one run so a shared machine's load hits every figure alike:
 5. JPEG codec: Pillow vs simplejpeg vs PyTurboJPEG (whichever are installed), encode and
    decode time of one stored frame and its size.
 
-Usage: ``python benchmarks/bench_prepare.py [--clips 8] [--workers 2] [--repeats 5] [--json FILE]``
+Usage: ``python benchmarks/bench_prepare.py [--clips 16] [--workers 2] [--repeats 5] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def jpeg_codecs(frames: np.ndarray, out_w: int, out_h: int, quality: int, repeat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=8, help="clips prepared per source kind (end to end)")
+    ap.add_argument("--clips", type=int, default=16, help="clips prepared per source kind (end to end)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10.0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from zorro.data.annotations.records import Dropped, ParseResult, Segment, check_on_error
+from zorro.data.annotations.records import DroppedRows, ParseResult, Segment, check_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +147,9 @@ def read_audioset_segments(
     names = class_names(classes)
     by_mid = {c.mid: names[c.index] for c in classes}
     records: list[Segment] = []
-    dropped: list[Dropped] = []
+    dropped = DroppedRows(on_error)
     seen: dict[str, str] = {}
 
-    def bad(path: Path, line: int, reason: str, detail: str) -> None:
-        if on_error == "raise":
-            raise ValueError(f"{path}:{line}: {reason}: {detail}")
-        dropped.append(Dropped(str(path), line, reason, detail))
 
     for path in paths:
         if not path.is_file():
@@ -176,29 +172,29 @@ def read_audioset_segments(
                         f"'# YTID, start_seconds, end_seconds, positive_labels' before the first row"
                     )
                 if len(row) != 4:
-                    bad(path, line, "malformed row", f"expected 4 fields (YTID, start, end, labels), got {len(row)}: {row!r}")
+                    dropped(path, line, "malformed row", f"expected 4 fields (YTID, start, end, labels), got {len(row)}: {row!r}")
                     continue
                 ytid, raw_start, raw_end, raw_labels = (c.strip() for c in row)
                 try:
                     start, end = float(raw_start), float(raw_end)
                 except ValueError:
-                    bad(path, line, "malformed row", f"start/end must be numbers, got {raw_start!r}, {raw_end!r}")
+                    dropped(path, line, "malformed row", f"start/end must be numbers, got {raw_start!r}, {raw_end!r}")
                     continue
                 if not ytid or not (0 <= start < end):
-                    bad(path, line, "malformed row", f"need a YTID and 0 <= start < end, got {ytid!r}, {start}, {end}")
+                    dropped(path, line, "malformed row", f"need a YTID and 0 <= start < end, got {ytid!r}, {start}, {end}")
                     continue
                 mids = tuple(m.strip() for m in raw_labels.split(",") if m.strip())
                 if not mids:
-                    bad(path, line, "malformed row", "no label")
+                    dropped(path, line, "malformed row", "no label")
                     continue
                 unknown = [m for m in mids if m not in by_mid]
                 if unknown:
-                    bad(path, line, "unknown MID",
+                    dropped(path, line, "unknown MID",
                         f"{unknown} not in the class list ({len(by_mid)} classes): the label file does not match the segments")
                     continue
                 key = audioset_segment_id(ytid, start)
                 if key in seen:
-                    bad(path, line, "duplicate segment", f"{key} already listed at {seen[key]}")
+                    dropped(path, line, "duplicate segment", f"{key} already listed at {seen[key]}")
                     continue
                 seen[key] = f"{path.name}:{line}"
                 labels = tuple(dict.fromkeys(by_mid[m] for m in mids))

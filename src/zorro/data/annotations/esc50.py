@@ -14,7 +14,7 @@ import csv
 import logging
 from pathlib import Path
 
-from zorro.data.annotations.records import Dropped, ParseResult, Segment, check_on_error
+from zorro.data.annotations.records import DroppedRows, ParseResult, Segment, check_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +56,11 @@ def read_esc50(path: str | Path, *, folds: tuple[int, ...] | None = None, esc10:
         if bad_folds or not folds:
             raise ValueError(f"folds must be a non-empty subset of {ESC50_FOLDS}, got {folds!r}")
     records: list[Segment] = []
-    dropped: list[Dropped] = []
+    dropped = DroppedRows(on_error)
     seen: dict[str, int] = {}
     name_of: dict[int, str] = {}
     target_of: dict[str, int] = {}
 
-    def bad(line: int, reason: str, detail: str) -> None:
-        if on_error == "raise":
-            raise ValueError(f"{path}:{line}: {reason}: {detail}")
-        dropped.append(Dropped(str(path), line, reason, detail))
 
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -76,22 +72,22 @@ def read_esc50(path: str | Path, *, folds: tuple[int, ...] | None = None, esc10:
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(ESC50_HEADER):
-                bad(line, "malformed row", f"expected {len(ESC50_HEADER)} fields, got {len(row)}: {row!r}")
+                dropped(path, line, "malformed row", f"expected {len(ESC50_HEADER)} fields, got {len(row)}: {row!r}")
                 continue
             filename, raw_fold, raw_target, category, raw_esc10, src_file, take = (c.strip() for c in row)
             try:
                 fold, target = int(raw_fold), int(raw_target)
             except ValueError:
-                bad(line, "malformed row", f"fold and target must be integers, got {raw_fold!r}, {raw_target!r}")
+                dropped(path, line, "malformed row", f"fold and target must be integers, got {raw_fold!r}, {raw_target!r}")
                 continue
             if fold not in ESC50_FOLDS or target < 0 or not filename or not category:
-                bad(line, "malformed row", f"need a file name, a category, fold in 1..5 and target >= 0, got {row!r}")
+                dropped(path, line, "malformed row", f"need a file name, a category, fold in 1..5 and target >= 0, got {row!r}")
                 continue
             if raw_esc10 not in ("True", "False"):
-                bad(line, "malformed row", f"esc10 must be True or False, got {raw_esc10!r}")
+                dropped(path, line, "malformed row", f"esc10 must be True or False, got {raw_esc10!r}")
                 continue
             if filename in seen:
-                bad(line, "duplicate file", f"{filename} already listed at line {seen[filename]}")
+                dropped(path, line, "duplicate file", f"{filename} already listed at line {seen[filename]}")
                 continue
             known_name, known_target = name_of.setdefault(target, category), target_of.setdefault(category, target)
             if known_name != category or known_target != target:

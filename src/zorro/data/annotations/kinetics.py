@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from zorro.data.annotations.records import Dropped, ParseResult, Segment, check_on_error
+from zorro.data.annotations.records import DroppedRows, ParseResult, Segment, check_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -102,15 +102,11 @@ def read_kinetics_csv(
         raise FileNotFoundError(f"Kinetics annotation file {path} does not exist")
     wanted = None if classes is None else {_normalise(c): c for c in classes}
     records: list[Segment] = []
-    dropped: list[Dropped] = []
+    dropped = DroppedRows(on_error)
     seen: dict[str, int] = {}
     present: set[str] = set()
     other_class = other_split = 0
 
-    def bad(line: int, reason: str, detail: str) -> None:
-        if on_error == "raise":
-            raise ValueError(f"{path}:{line}: {reason}: {detail}")
-        dropped.append(Dropped(str(path), line, reason, detail))
 
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -123,20 +119,20 @@ def read_kinetics_csv(
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(cols):
-                bad(line, "malformed row", f"expected {len(cols)} fields, got {len(row)}: {row!r}")
+                dropped(path, line, "malformed row", f"expected {len(cols)} fields, got {len(row)}: {row!r}")
                 continue
             label, ytid, raw_start, raw_end, row_split = (c.strip() for c in row[:5])
             try:
                 start, end = int(float(raw_start)), int(float(raw_end))
             except ValueError:
-                bad(line, "malformed row", f"time_start/time_end must be numbers, got {raw_start!r}, {raw_end!r}")
+                dropped(path, line, "malformed row", f"time_start/time_end must be numbers, got {raw_start!r}, {raw_end!r}")
                 continue
             if not label or not ytid or not (0 <= start < end):
-                bad(line, "malformed row", f"need a label, a YouTube id and 0 <= start < end, got {row!r}")
+                dropped(path, line, "malformed row", f"need a label, a YouTube id and 0 <= start < end, got {row!r}")
                 continue
             key = kinetics_clip_id(ytid, start, end)
             if key in seen:
-                bad(line, "duplicate clip", f"{key} already listed at line {seen[key]}")
+                dropped(path, line, "duplicate clip", f"{key} already listed at line {seen[key]}")
                 continue
             seen[key] = line
             norm = _normalise(label)

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Segment", "Dropped", "ParseResult", "check_on_error", "ON_ERROR"]
+__all__ = ["Segment", "Dropped", "DroppedRows", "ParseResult", "check_on_error", "ON_ERROR"]
 
 #: what a parser does with a row it cannot use: raise ``ValueError`` or drop and count it
 ON_ERROR = ("raise", "skip")
@@ -89,6 +89,24 @@ class Dropped:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"source": self.source, "line": self.line, "reason": self.reason, "detail": self.detail}
+
+
+class DroppedRows(list):
+    """The rows a parser left out, as :class:`Dropped` records; calling it reports one.
+
+    With ``on_error="raise"`` a call raises ``ValueError("<file>:<line>: <reason>:
+    <detail>")`` at once; with ``"skip"`` it appends the row and the parser goes on.
+    """
+
+    def __init__(self, on_error: str):
+        super().__init__()
+        self.on_error = check_on_error(on_error)
+
+    def __call__(self, source: object, line: int, reason: str, detail: str) -> None:
+        """Report that ``line`` (1-based) of file ``source`` is unusable for ``reason``."""
+        if self.on_error == "raise":
+            raise ValueError(f"{source}:{line}: {reason}: {detail}")
+        self.append(Dropped(str(source), line, reason, detail))
 
 
 @dataclass

@@ -14,7 +14,7 @@ import csv
 import logging
 from pathlib import Path
 
-from zorro.data.annotations.records import Dropped, ParseResult, Segment, check_on_error
+from zorro.data.annotations.records import DroppedRows, ParseResult, Segment, check_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,9 @@ def read_vggsound(path: str | Path, *, split: str | None = None, on_error: str =
     if not path.is_file():
         raise FileNotFoundError(f"VGGSound annotation file {path} does not exist")
     rows: list[Segment] = []
-    dropped: list[Dropped] = []
+    dropped = DroppedRows(on_error)
     seen: dict[str, int] = {}
 
-    def bad(line: int, reason: str, detail: str) -> None:
-        if on_error == "raise":
-            raise ValueError(f"{path}:{line}: {reason}: {detail}")
-        dropped.append(Dropped(str(path), line, reason, detail))
 
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -66,23 +62,23 @@ def read_vggsound(path: str | Path, *, split: str | None = None, on_error: str =
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != 4:
-                bad(line, "malformed row", f"expected 4 fields (ytid,start_seconds,label,split), got {len(row)}: {row!r}")
+                dropped(path, line, "malformed row", f"expected 4 fields (ytid,start_seconds,label,split), got {len(row)}: {row!r}")
                 continue
             ytid, raw_start, label, row_split = (c.strip() for c in row)
             try:
                 start = int(raw_start)
             except ValueError:
-                bad(line, "malformed row", f"start_seconds must be an integer, got {raw_start!r}")
+                dropped(path, line, "malformed row", f"start_seconds must be an integer, got {raw_start!r}")
                 continue
             if not ytid or not label or start < 0:
-                bad(line, "malformed row", f"need a YouTube id, a label and start >= 0, got {row!r}")
+                dropped(path, line, "malformed row", f"need a YouTube id, a label and start >= 0, got {row!r}")
                 continue
             if row_split not in VGGSOUND_SPLITS:
-                bad(line, "malformed row", f"split must be one of {VGGSOUND_SPLITS}, got {row_split!r}")
+                dropped(path, line, "malformed row", f"split must be one of {VGGSOUND_SPLITS}, got {row_split!r}")
                 continue
             key = f"{ytid}_{start}"
             if key in seen:
-                bad(line, "duplicate clip", f"{key} already listed at line {seen[key]}")
+                dropped(path, line, "duplicate clip", f"{key} already listed at line {seen[key]}")
                 continue
             seen[key] = line
             rows.append(Segment(id=key, labels=(label,), ytid=ytid, start=float(start), end=float(start) + VGGSOUND_CLIP_SECONDS,

@@ -105,10 +105,11 @@ def plot_comparison(
             xs = [k + (i - (len(labels) - 1) / 2) * width for k in range(len(names))]
             ax.bar(xs, [metrics[m].get(lab, float("nan")) for m in names], width=width, color=colour[lab], label=lab)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.3)  # room above the bars for the legend
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_title(bar_title)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=3, loc="upper center")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

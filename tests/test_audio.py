@@ -22,6 +22,20 @@ from zorro.audio import (
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audio_reference.npz"
 FBANK_ATOL = 1e-3  # log domain, issue 4
+# Log-mel values below this are energies within ~1e-5 of the float32 log floor (-15.94): there
+# the reference itself is float32 FFT rounding noise, which differs between CPUs (up to ~1.4e-2
+# on an AVX-512 Xeon against the AVX2 machine that wrote the fixture), so only "both are low"
+# is checked.
+FBANK_NOISE_LEVEL = -11.5
+
+
+def assert_fbank_close(out: torch.Tensor, expected: torch.Tensor) -> None:
+    """``out`` equals the Kaldi reference within FBANK_ATOL where the reference is above the
+    rounding-noise level, and is itself low where the reference is below it."""
+    above = expected > FBANK_NOISE_LEVEL
+    assert above.sum() >= 100, "too few features above the noise level to compare"
+    torch.testing.assert_close(out.float()[above], expected[above], atol=FBANK_ATOL, rtol=0)
+    assert torch.all(out[~above] < FBANK_NOISE_LEVEL + 0.5)
 SPEC_RTOL = 1e-5  # relative to the largest reference value, issue 4
 
 
@@ -68,7 +82,7 @@ def test_fbank_matches_kaldi_reference(name):
     assert out.dtype == torch.float32
     assert fbank_num_frames(wave.shape[-1], kwargs["sample_rate"], kwargs.get("frame_length", 25.0),
                             kwargs.get("frame_shift", 10.0)) == expected.shape[0]
-    torch.testing.assert_close(out, expected, atol=FBANK_ATOL, rtol=0)
+    assert_fbank_close(out, expected)
 
 
 @pytest.mark.parametrize("name", ["fbank_chirp16k", "fbank_noise16k", "fbank_chirp8k"])
@@ -79,9 +93,7 @@ def test_fbank_float64_matches_reference(name):
     wave, expected, kwargs = CASES[name]
     out = fbank(wave.double(), **kwargs)
     assert out.dtype == torch.float64
-    above = expected > -11.5
-    torch.testing.assert_close(out.float()[above], expected[above], atol=FBANK_ATOL, rtol=0)
-    assert torch.all(out[~above] < -11.0)
+    assert_fbank_close(out, expected)
 
 
 def test_fbank_batched_equals_per_example():
@@ -93,7 +105,7 @@ def test_fbank_batched_equals_per_example():
     out = fbank(batch.reshape(3, 1, length), num_mel_bins=128).squeeze(1)  # extra batch dim
     assert out.shape == (3, frames, 128)
     for i, n in enumerate(names):
-        torch.testing.assert_close(out[i], CASES[n][1][:frames], atol=FBANK_ATOL, rtol=0)
+        assert_fbank_close(out[i], CASES[n][1][:frames])
 
 
 @pytest.mark.parametrize("name", SPEC_CASES)

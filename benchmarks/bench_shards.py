@@ -26,12 +26,14 @@ Training (``--train-steps``, 0 skips it): the demo's model (AV-digits settings: 
 depth 2, 8 frames of 32x32, 1 s of audio, supervised) trained by ``zorro.train.Trainer``
 from a shard folder of such clips (as ``data.train_shards`` reads it: training crops, uint8
 frames normalised in the loop; DataLoader with 2 workers, and with none) and from the same
-clips held as in-memory tensors (no workers), runs alternated, steps/s of each after its
-first ``--warmup`` steps and CPU seconds per step; the ratio shards / memory is the figure
-(goal >= 0.9).
+clips held as in-memory tensors (no workers). Runs of ``--train-steps`` timed steps (after
+``--warmup``) alternate over ``--rounds`` rounds; medians of steps/s, CPU seconds per step
+(this process) and the share of the timed wall time the loop spent waiting for a batch (a
+DataLoader wrapper times each ``next``). The ratio shards / memory of steps/s is the figure
+(goal >= 0.9); the waiting share says how much of any shortfall is the loader's.
 
 Usage: ``python benchmarks/bench_shards.py [--clips 16] [--repeats 5] [--store 256]
-[--train-steps 40] [--workdir DIR]``
+[--train-steps 10] [--rounds 4] [--workdir DIR] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -262,9 +264,28 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def training(work: Path, steps: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Steps/s (wall) and CPU-s/step (this process + its DataLoader workers) of the demo model
-    trained from shards (workers 2 and 0) and from in-memory tensors; medians of 2 rounds."""
+class _TimedLoader(torch.utils.data.DataLoader):
+    """A DataLoader that adds the seconds the consumer waits for each batch to ``waits``."""
+
+    waits: list[float] = []
+
+    def __iter__(self):
+        it = super().__iter__()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            _TimedLoader.waits.append(time.perf_counter() - t0)
+            yield batch
+
+
+def training(work: Path, steps: int, warmup: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Steps/s (wall), CPU-s/step (this process) and the share of the timed steps spent
+    waiting for batches, for the demo model trained from shards (workers 2 and 0) and from
+    in-memory tensors; runs alternate over ``rounds`` rounds, medians."""
+    import zorro.train.loop as loop
     from zorro.recipes.avdigits_demo import DEMO_SETTINGS
     from zorro.train import Trainer, TrainConfig
 
@@ -284,30 +305,38 @@ def training(work: Path, steps: int, warmup: int) -> dict[str, dict[str, float]]
     variants = (("shards, 2 workers", shards, 2), ("in-memory tensors", memory, 0), ("shards, no workers", shards, 0))
     wall: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in variants}
-    for rnd in range(2):
-        for name, ds, workers in variants:
-            out = work / f"train_{rnd}_{name.replace(' ', '_').replace(',', '')}"
-            cfg = TrainConfig(
-                task="supervised",
-                model={"arch": dict(DEMO_SETTINGS["model"]), "precision": DEMO_SETTINGS["precision"]},
-                data={"batch_size": batch, "num_workers": workers, **geometry},
-                optim={"epochs": 100, "max_steps": warmup + steps, "lr": 1e-3, "warmup_steps": 5},
-                run={"out_dir": str(out), "resume": False, "progress": False, "log_every": 1},
-            )
-            trainer = Trainer(cfg, ds, None, shards.vocab)
-            marks: list[tuple[float, float]] = []
-            orig = trainer._log
+    wait: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    loop.DataLoader = _TimedLoader
+    try:
+        for rnd in range(rounds):
+            for name, ds, workers in variants:
+                out = work / f"train_{rnd}_{name.replace(' ', '_').replace(',', '')}"
+                cfg = TrainConfig(
+                    task="supervised",
+                    model={"arch": dict(DEMO_SETTINGS["model"]), "precision": DEMO_SETTINGS["precision"]},
+                    data={"batch_size": batch, "num_workers": workers, **geometry},
+                    optim={"epochs": 100, "max_steps": warmup + steps, "lr": 1e-3, "warmup_steps": 5},
+                    run={"out_dir": str(out), "resume": False, "progress": False, "log_every": 1},
+                )
+                trainer = Trainer(cfg, ds, None, shards.vocab)
+                marks: list[tuple[float, float, int]] = []
+                orig = trainer._log
 
-            def log(record, orig=orig, marks=marks):
-                marks.append((time.perf_counter(), _cpu_seconds()))
-                orig(record)
+                def log(record, orig=orig, marks=marks):
+                    marks.append((time.perf_counter(), _cpu_seconds(), len(_TimedLoader.waits)))
+                    orig(record)
 
-            trainer._log = log
-            trainer.fit()
-            (w0, c0), (w1, c1) = marks[warmup - 1], marks[warmup + steps - 1]
-            wall[name].append(steps / (w1 - w0))
-            cpu[name].append((c1 - c0) / steps)
-    return {name: {"steps_per_s": float(np.median(wall[name])), "cpu_s_per_step": float(np.median(cpu[name]))} for name in wall}
+                trainer._log = log
+                _TimedLoader.waits = []
+                trainer.fit()
+                (w0, c0, n0), (w1, c1, n1) = marks[warmup - 1], marks[warmup + steps - 1]
+                wall[name].append(steps / (w1 - w0))
+                cpu[name].append((c1 - c0) / steps)
+                wait[name].append(sum(_TimedLoader.waits[n0:n1]) / (w1 - w0))
+    finally:
+        loop.DataLoader = torch.utils.data.DataLoader
+    return {name: {"steps_per_s": float(np.median(wall[name])), "cpu_s_per_step": float(np.median(cpu[name])),
+                   "data_wait_share": float(np.median(wait[name]))} for name in wall}
 
 
 def main() -> None:
@@ -315,8 +344,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16, help="clips per pipeline per round (and samples per shard set)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--store", type=int, default=256, help="stored short side (pixels)")
-    ap.add_argument("--train-steps", type=int, default=40, help="timed training steps per run (0: skip the training part)")
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--train-steps", type=int, default=10, help="timed training steps per run (0: skip the training part)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds of the training runs")
     ap.add_argument("--skip-reading", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -335,16 +365,16 @@ def main() -> None:
         result["reading"] = {name: r for name, r in rows}
     if args.train_steps > 0:
         torch.set_num_threads(2)
-        rates = training(work, args.train_steps, args.warmup)
+        rates = training(work, args.train_steps, args.warmup, args.rounds)
         base = rates["in-memory tensors"]
-        print(f"training the demo model (supervised, batch 32, fp32, 2 threads), {args.train_steps} steps after {args.warmup}, median of 2 rounds")
-        print(f"{'fed from':22} {'steps/s':>8} {'vs memory':>10} {'CPU s/step':>11} {'vs memory':>10}")
+        print(f"training the demo model (supervised, batch 32, fp32, 2 threads): {args.train_steps} steps after {args.warmup}, "
+              f"{args.rounds} alternating rounds, medians")
+        print(f"{'fed from':22} {'steps/s':>8} {'vs memory':>10} {'CPU s/step':>11} {'waiting for data':>17}")
         for name, r in rates.items():
             cpu = "-" if "2 workers" in name else f"{r['cpu_s_per_step']:.3f}"
-            ratio = "-" if "2 workers" in name else f"{base['cpu_s_per_step'] / r['cpu_s_per_step']:.3f}"
-            print(f"{name:22} {r['steps_per_s']:8.2f} {r['steps_per_s'] / base['steps_per_s']:10.3f} {cpu:>11} {ratio:>10}")
-        print("(CPU s/step: this process only; the 2 workers' time is not visible while they run. 'shards, no workers' "
-              "reads in the training process, so its CPU ratio bounds what reading costs the step)")
+            print(f"{name:22} {r['steps_per_s']:8.2f} {r['steps_per_s'] / base['steps_per_s']:10.3f} {cpu:>11} "
+                  f"{100 * r['data_wait_share']:16.1f}%")
+        print("(CPU s/step counts this process only: the 2 workers' time is not visible while they run)")
         result["training"] = rates
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from zorro.data import ShardSampler
+from zorro.data.balanced import BalancedSampler
 
 TESTS = Path(__file__).resolve().parent
 
@@ -158,3 +159,11 @@ def test_ddp_gloo_exactly_once_equal_batches(ddp_shards, tmp_path):
                 epochs.append(ranks)
             assert epochs[0] != epochs[1]  # a new order every epoch
         assert out["w2e0"] == out["w0e0"] and out["w2e1"] == out["w0e1"]  # workers change nothing
+
+
+@pytest.mark.parametrize("kwargs", [{"num_replicas": True}, {"num_replicas": 2, "rank": True}, {"num_replicas": 0}, {"num_replicas": 2, "rank": 2}])
+def test_world_size_and_rank_must_be_plain_ints(kwargs):
+    # a bool is an int to isinstance: rank=True used to be taken as rank 1
+    for make in (lambda: ShardSampler(10, **kwargs), lambda: BalancedSampler([1.0] * 10, num_samples=10, **kwargs)):
+        with pytest.raises(ValueError, match="num_replicas|rank"):
+            make()

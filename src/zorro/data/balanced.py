@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
+
+from zorro.data.epoch_sampler import EpochSampler, check_world
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def balanced_weights(label_ids: Sequence[Sequence[int]], num_classes: int, *, ep
     return weights
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler(EpochSampler):
     """Weighted sampling with replacement, distributed and resumable (see the module docstring).
 
     Args:
@@ -124,25 +125,17 @@ class BalancedSampler(Sampler[int]):
             raise ValueError(f"weights must be a non-empty 1-D sequence, got shape {w.shape}")
         if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise ValueError("weights must be finite, >= 0, and not all 0")
-        for name, value, low in (("num_samples", num_samples, 1), ("num_replicas", num_replicas, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not (0 <= rank < num_replicas):
-            raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+        self.num_replicas, self.rank = check_world(num_replicas, rank)
         self.probabilities = w / w.sum()
         self.total = int(num_samples)
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
         self.seed = int(seed)
         self.num_samples = self.total // self.num_replicas
         if self.num_samples < 1:
             raise ValueError(f"{self.total} draws per epoch cannot give each of {self.num_replicas} ranks one")
         self.epoch = 0
         self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose draws :meth:`__iter__` produces (call before each epoch)."""
-        self.epoch = int(epoch)
 
     def epoch_draws(self, epoch: int | None = None) -> np.ndarray:
         """All ``total`` draws of epoch ``epoch`` (default :attr:`epoch`), every rank's: ``(total,)`` int64."""
@@ -154,14 +147,6 @@ class BalancedSampler(Sampler[int]):
         """This rank's epoch list (before :attr:`skip`): ``(num_samples,)`` int64."""
         draws = self.epoch_draws(epoch)
         return draws[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
-
-    def __iter__(self) -> Iterator[int]:
-        if not (0 <= self.skip <= self.num_samples):
-            raise ValueError(f"skip must be in [0, {self.num_samples}], got {self.skip}")
-        return iter(self.rank_indices()[self.skip :].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples - self.skip
 
 
 def shard_label_ids(folder: str | os.PathLike) -> tuple[list[list[int]], int]:

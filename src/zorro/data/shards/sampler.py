@@ -29,10 +29,11 @@ all samples globally, which mixes classes best when shards were written in class
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
+
+from zorro.data.epoch_sampler import EpochSampler, check_world
 
 
 def _shard_sizes(source: Any) -> list[int]:
@@ -53,7 +54,7 @@ def _shard_sizes(source: Any) -> list[int]:
     return sizes
 
 
-class ShardSampler(Sampler[int]):
+class ShardSampler(EpochSampler):
     """Distributed, resumable sampler over prepared shards (see the module docstring).
 
     Args:
@@ -85,14 +86,9 @@ class ShardSampler(Sampler[int]):
     ) -> None:
         self.shard_sizes = _shard_sizes(source)
         self.total = sum(self.shard_sizes)
-        if not isinstance(num_replicas, (int, np.integer)) or num_replicas < 1:
-            raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
-        if not isinstance(rank, (int, np.integer)) or not (0 <= rank < num_replicas):
-            raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+        self.num_replicas, self.rank = check_world(num_replicas, rank)
         if not isinstance(window_shards, (int, np.integer)) or window_shards < 0:
             raise ValueError(f"window_shards must be an int >= 0, got {window_shards!r}")
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
@@ -105,10 +101,6 @@ class ShardSampler(Sampler[int]):
             self.num_samples = math.ceil(self.total / self.num_replicas)
         self.epoch = 0
         self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order :meth:`__iter__` produces (call before each epoch)."""
-        self.epoch = int(epoch)
 
     def epoch_order(self, epoch: int | None = None) -> np.ndarray:
         """The global permutation of epoch ``epoch`` (default :attr:`epoch`): ``(N,)`` int64."""
@@ -134,11 +126,3 @@ class ShardSampler(Sampler[int]):
         if need > len(order):  # drop_last=False: pad by repeating the start of the order
             order = np.concatenate([order, np.resize(order, need - len(order))])
         return order[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
-
-    def __iter__(self) -> Iterator[int]:
-        if not (0 <= self.skip <= self.num_samples):
-            raise ValueError(f"skip must be in [0, {self.num_samples}], got {self.skip}")
-        return iter(self.rank_indices()[self.skip :].tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples - self.skip

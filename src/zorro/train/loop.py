@@ -130,6 +130,7 @@ class Trainer:
         self._last_ckpt_step = -1
         self.history: list[dict[str, Any]] = []
         self.skips = SkipTracker()
+        self.dropped_with_other_rank = 0  # micro-batches passed over because another rank's was all damaged
         self.eval_skips = SkipTracker("evaluation")  # unreadable evaluation files: logged once, listed in skipped_eval.jsonl
         self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=False)  # opened by fit()
 
@@ -216,7 +217,7 @@ class Trainer:
                 if micro >= self.steps_per_epoch * cfg.optim.accum_steps or self.step >= self.total_steps:
                     break
                 self.skips.update(batch)
-                if len(batch["label"]) == 0:
+                if self._empty_on_any_rank(len(batch["label"]) == 0):
                     micro += 1
                     continue
                 batch = _to_device(batch, device)
@@ -276,6 +277,22 @@ class Trainer:
         if self.dist.world_size > 1:
             dist.barrier()  # other ranks wait while rank 0 writes, so all leave the group together
         return metrics
+
+    def _empty_on_any_rank(self, empty: bool) -> bool:
+        """Whether this micro-batch lost every item to damage on some process. Under DDP all
+        ranks then pass over it together, so their collectives and step counts stay aligned
+        (exact resume holds with damaged data too); the items the other ranks drop this way
+        are counted in ``dropped_with_other_rank`` and logged once."""
+        if self.dist.world_size == 1:
+            return empty
+        flag = torch.tensor([float(empty)], device=self.dist.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if bool(flag.item()) and not empty:
+            if self.dropped_with_other_rank == 0:
+                logger.warning("rank %d passes over a readable micro-batch because another rank's was entirely unreadable "
+                               "(all ranks skip such steps together); counted in dropped_with_other_rank", self.dist.rank)
+            self.dropped_with_other_rank += 1
+        return bool(flag.item())
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """True when the loss is finite on every process (so all ranks stop together)."""

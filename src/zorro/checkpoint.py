@@ -39,15 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from zorro.fileio import atomic_write_text, fsync_dir, umask
 from zorro.hub import (
     CONFIG_NAME,
     RUNTIME_OPTIONS,
     WEIGHTS_NAME,
     _config_document,
-    _fsync_dir,
-    _umask,
     atomic_save_safetensors,
-    atomic_write_text,
     load_state_dict_file,
     strict_load_state_dict,
     unwrap_model,
@@ -194,7 +192,7 @@ def save_training_checkpoint(
     run.mkdir(parents=True, exist_ok=True)
     final = run / name
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=run))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700 directories
     try:
         atomic_save_safetensors(tmp / WEIGHTS_NAME, inner.state_dict(), {"format": "pt", "step": str(step)})
         model_config = None
@@ -225,14 +223,14 @@ def save_training_checkpoint(
             "has": {"optimizer": optimizer is not None, "scheduler": scheduler is not None, "scaler": scaler is not None},
         }
         atomic_write_text(tmp / META_NAME, json.dumps(meta, indent=2) + "\n")
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if final.exists():  # same step saved again: move the old one aside, then swap
             old = Path(tempfile.mkdtemp(prefix=f"{name}.old-", dir=run))
             os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)
-        _fsync_dir(run)
+        fsync_dir(run)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

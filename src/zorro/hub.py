@@ -39,6 +39,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from zorro.fileio import atomic_write_text, fsync_dir, fsync_file, new_temp_path, umask
 from zorro.model_config import ZorroConfig
 from zorro.version import __version__
 
@@ -90,59 +91,6 @@ class UnsafeCheckpointError(ValueError):
 # ------------------------------------------------------------------------------ file helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _tmp_name(final: Path) -> Path:
-    """A fresh temporary file beside ``final``, with the permissions of a normal new file."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600 files; shared models must stay readable
-    return Path(name)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temporary file, fsync, ``os.replace``.
-
-    A crash at any moment leaves either the old file or the new one, never a torn file.
-    """
-    final = Path(path)
-    tmp = _tmp_name(final)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
-    return final
-
-
 def atomic_save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
     """Save a flat ``{name: tensor}`` dict to ``path`` in safetensors format, atomically.
 
@@ -165,16 +113,16 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch
         cpu[key] = t
     meta = dict(metadata or {})
     meta[DIGESTS_KEY] = json.dumps(tensor_digests(cpu), sort_keys=True)
-    tmp = _tmp_name(final)
+    tmp = new_temp_path(final)
     try:
         save_file(cpu, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())
-        _fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
+        fsync_file(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 
 from zorro.data.datasets import Skipped
+from zorro.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +167,7 @@ class SkipTracker:
             json.dumps({"path": p, "reason": r, "times_skipped": self.times_skipped.get(p, 0)}) + "\n"
             for p, r in self.bad_files.items()
         ]
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(lines))
-        os.replace(tmp, out)
-        return out
+        return atomic_write_text(out, "".join(lines))
 
     def end_epoch(self, epoch: int | None = None) -> int:
         """Log and return the number of items skipped since the last call, then reset it."""

@@ -70,6 +70,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from zorro.fileio import write_bytes_atomic
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -374,30 +376,9 @@ def read_dataset_json(out_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, compact: bool = False) -> None:
-    """Write ``obj`` as JSON to ``path`` via ``path + '.tmp'``, fsync, rename and fsync of
-    the folder: readers see the old file or the whole new one, never a part. ``compact``
-    drops the indentation and spaces (shard indexes)."""
+    """Write ``obj`` as JSON to ``path`` atomically, through ``path + '.tmp'`` (the name a
+    restarted ``zorro prepare`` recognises and removes): readers see the old file or the whole
+    new one, never a part. ``compact`` drops the indentation and spaces (shard indexes)."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=1)
-    data = (text + "\n").encode("utf-8")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
-    fsync_dir(p.parent)
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """fsync a folder so renames inside it are durable (no-op where unsupported)."""
-    try:
-        fd = os.open(os.fspath(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_bytes_atomic(p, (text + "\n").encode("utf-8"), tmp=p.with_name(p.name + ".tmp"))

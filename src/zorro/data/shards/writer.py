@@ -32,12 +32,12 @@ from zorro.data.shards.format import (
     encode_audio,
     encode_jpeg,
     frame_suffix,
-    fsync_dir,
     index_name,
     sample_key,
     shard_name,
     write_json_atomic,
 )
+from zorro.fileio import fsync_dir
 
 __all__ = ["ShardWriter", "SampleData", "write_samples", "tmp_name"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

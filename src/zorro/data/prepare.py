@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import platform
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -660,6 +659,21 @@ def prepare_shards(
         jobs = ((i, srcs[i], s, vocab) for i in range(resume, len(srcs)))
         t0 = time.monotonic()
         done_sources = 0
+
+        def commit_shard(source_end: int) -> None:
+            """Finish the open shard, which holds sources [shard_start, source_end), with what
+            a restart needs in its index, and add its summary to ``shards``."""
+            writer.extra_index = {
+                "source_start": shard_start,
+                "source_end": source_end,
+                "first_sample": next_sample - writer.num_samples,
+                "unreadable": pending_unreadable,
+                "skipped_windows": pending_skipped,
+                "fingerprint": fingerprint,
+                "settings": settings_d,
+            }
+            shards.append(_summary(writer.commit()))
+
         try:
             for res in _run_jobs(jobs, min(workers, max(1, len(srcs) - resume))):
                 i = res["index"]
@@ -682,16 +696,7 @@ def prepare_shards(
                     or (s.shard_bytes is not None and writer.bytes_written >= s.shard_bytes)
                 )
                 if full:
-                    writer.extra_index = {
-                        "source_start": shard_start,
-                        "source_end": i + 1,
-                        "first_sample": next_sample - writer.num_samples,
-                        "unreadable": pending_unreadable,
-                        "skipped_windows": pending_skipped,
-                        "fingerprint": fingerprint,
-                        "settings": settings_d,
-                    }
-                    shards.append(_summary(writer.commit()))
+                    commit_shard(i + 1)
                     rate = done_sources / max(time.monotonic() - t0, 1e-9)
                     logger.info(
                         "wrote %s (%d samples, sources [%d, %d) of %d, %.2f sources/s, ~%.0f min left)",
@@ -701,16 +706,7 @@ def prepare_shards(
                 elif writer is None and not pending_unreadable and not pending_skipped:
                     shard_start = i + 1
             if writer is not None:
-                writer.extra_index = {
-                    "source_start": shard_start,
-                    "source_end": len(srcs),
-                    "first_sample": next_sample - writer.num_samples,
-                    "unreadable": pending_unreadable,
-                    "skipped_windows": pending_skipped,
-                    "fingerprint": fingerprint,
-                    "settings": settings_d,
-                }
-                shards.append(_summary(writer.commit()))
+                commit_shard(len(srcs))
                 logger.info("wrote %s (%d samples)", writer.name, writer.num_samples)
                 writer, pending_unreadable, pending_skipped = None, [], []
         except BaseException:

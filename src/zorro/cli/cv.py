@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from zorro.cli.train_cmd import add_config_file_args
+
 logger = logging.getLogger("zorro.cli")
 
 
@@ -36,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Trains one supervised model per fold on the other folds of a prepared shard folder and "
                                    "evaluates it on its fold with the config's data.eval_protocol (default esc50); writes "
                                    "OUT/fold{k}/ run folders and OUT/cv_metrics.json (mean and std over the folds).")
-    p.add_argument("--config", "-c", help="YAML training config (e.g. configs/esc50/finetune.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.epochs=5 (repeatable)")
+    add_config_file_args(p)  # --config (e.g. configs/esc50/finetune.yaml) and --set
     p.add_argument("--shards", help="prepared folder holding every fold (default: data.train_shards)")
     p.add_argument("--out", help="parent folder of the fold runs (run.out_dir)")
     p.add_argument("--init-from", help="pre-trained backbone folder (model.init_from)")

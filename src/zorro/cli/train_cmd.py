@@ -77,10 +77,16 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_file_args(p: argparse.ArgumentParser) -> None:
+    """Add ``--config/-c`` (a YAML training config) and repeatable ``--set SECTION.KEY=VALUE``
+    overrides (``args.config``, ``args.overrides``; read them with :func:`load_config`)."""
     p.add_argument("--config", "-c", help="YAML file of TrainConfig sections: model, data, optim, objective, run (see docs/training.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=3e-4 --set model.arch.depth=4 (repeatable)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    add_config_file_args(p)
     p.add_argument("--out", help="run folder (config key run.out_dir)")
     p.add_argument("--train-manifest", help="training manifest (CSV/JSONL) or a folder-per-class tree")
     p.add_argument("--eval-manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree")

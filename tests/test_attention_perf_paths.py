@@ -17,7 +17,7 @@ import torch
 from zorro import Zorro
 from zorro.layers.attention import AttentionPlan
 from zorro.layers.feedforward import FeedForward, geglu_project
-from zorro.masks import SELF_ATTENTION_RULE, TokenLayout, dense_mask
+from zorro.masks import TokenLayout
 
 LAYOUTS = [(7, 3, 11), (0, 2, 9), (5, 2, 0), (6, 0, 8), (1, 1, 1)]
 
@@ -29,7 +29,7 @@ def qkv(layout: TokenLayout, b: int = 2, h: int = 3, d: int = 8, dtype=torch.flo
 
 @pytest.mark.parametrize("counts", LAYOUTS)
 def test_tokens_first_sdpa_matches_eager_values_and_grads(counts):
-    layout = TokenLayout(*counts)
+    layout = TokenLayout.audio_video(*counts)
     sdpa, eager = AttentionPlan(layout, "sdpa", "cpu"), AttentionPlan(layout, "eager", "cpu")
     q, k, v = qkv(layout)
     got = sdpa.attend_tokens_first(q, k, v, 0.35)
@@ -46,7 +46,7 @@ def test_tokens_first_sdpa_matches_eager_values_and_grads(counts):
 
 
 def test_tokens_first_bf16_close_to_fp32_eager():
-    layout = TokenLayout(40, 4, 60)
+    layout = TokenLayout.audio_video(40, 4, 60)
     q, k, v = qkv(layout, d=16)
     want = AttentionPlan(layout, "eager", "cpu").attend_tokens_first(q, k, v, 0.25)
     got = AttentionPlan(layout, "sdpa", "cpu").attend_tokens_first(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.25)
@@ -233,9 +233,8 @@ def _bench_module():
 def test_benchmark_flop_formula_matches_direct_count():
     bm = _bench_module()
     n_a, n_f, n_v = 12, 3, 20
-    layout = TokenLayout(n_a, n_f, n_v)
-    types = layout.token_types()
-    assert bm.allowed_pairs(n_a, n_f, n_v) == int(dense_mask(types, types, SELF_ATTENTION_RULE).sum())
+    layout = TokenLayout.audio_video(n_a, n_f, n_v)
+    assert bm.allowed_pairs(n_a, n_f, n_v) == int(layout.dense_mask("zorro").sum())
     model = Zorro(dim=32, depth=3, heads=2, dim_head=8, num_fusion_tokens=n_f)
     per_layer_params = sum(p.numel() for name, p in model.blocks[0].named_parameters() if p.dim() == 2)
     fl = bm.forward_flops(n_a, n_f, n_v, batch=2, dim=32, depth=3, heads=2, dim_head=8, audio_patch=256, video_patch=1536)

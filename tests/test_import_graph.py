@@ -19,6 +19,11 @@ RULES = [
     (("zorro.model", "zorro.model_config", "zorro.hub", "zorro.layers"), ("zorro.train", "zorro.recipes", "zorro.cli",
                                                                           "zorro.data", "zorro.demo")),
     (("zorro.hub", "zorro.model_config"), ("zorro.model",)),  # one way: zorro.model -> zorro.hub -> zorro.model_config
+    # the modality kinds sit below the config and the model: zorro.model_config -> zorro.modalities -> zorro.layers
+    (("zorro.modalities",), ("zorro.model", "zorro.model_config", "zorro.hub", "zorro.train", "zorro.recipes", "zorro.cli",
+                             "zorro.data", "zorro.demo")),
+    # the byte tokenizer is shared by the data side and the text kind: it imports neither
+    (("zorro.tokenizer",), ("zorro.model", "zorro.modalities", "zorro.layers", "zorro.data", "zorro.train")),
     (("zorro.train",), ("zorro.recipes", "zorro.cli")),
     (("zorro.recipes",), ("zorro.cli",)),
 ]

@@ -56,7 +56,7 @@ def test_config_checks_and_defaults_the_rule():
 @pytest.mark.parametrize("rule", MASK_RULES)
 @pytest.mark.parametrize("counts", LAYOUTS)
 def test_plan_sdpa_matches_eager_values_and_grads(rule, counts):
-    layout = TokenLayout(*counts)
+    layout = TokenLayout.audio_video(*counts)
     q, k, v = qkv(layout)
     got = AttentionPlan(layout, "sdpa", "cpu", rule).attend_tokens_first(q, k, v, 0.35)
     want = AttentionPlan(layout, "eager", "cpu", rule).attend_tokens_first(q, k, v, 0.35)
@@ -86,7 +86,7 @@ def test_sdpa_computes_only_the_allowed_blocks(rule, monkeypatch):
         return original(q, k, v, **kwargs)
 
     monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
-    layout = TokenLayout(7, 3, 11)
+    layout = TokenLayout.audio_video(7, 3, 11)
     q, k, v = qkv(layout)
     AttentionPlan(layout, "sdpa", "cpu", rule).attend_tokens_first(q, k, v, 0.35)
     assert calls == EXPECTED_CALLS[rule]

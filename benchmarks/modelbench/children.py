@@ -231,7 +231,7 @@ def child_demo(task: dict[str, Any]) -> dict[str, Any]:
         result[precision] = {"times": times, "median_s": med, "clips_per_s": batch / med}
     with torch.no_grad():
         feats = model.forward_features(audio=audio[:1], video=video[:1])
-    result["layout"] = dict(n_a=feats.layout.num_audio, n_f=feats.layout.num_fusion, n_v=feats.layout.num_video)
+    result["layout"] = dict(n_a=feats.layout.count("audio"), n_f=feats.layout.count("fusion"), n_v=feats.layout.count("video"))
     if task.get("pretrain"):
         result["pretrain"] = _demo_pretrain_steps(cfg, inputs, task)
     return result

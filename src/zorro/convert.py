@@ -27,9 +27,12 @@ seed key                               zorro key
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from typing import Mapping
 
 import torch
+
+from zorro.model_config import ZorroConfig
 
 SEED_RENAMES: list[tuple[str, str]] = [
     (r"^return_tokens$", "return_tokens"),
@@ -110,3 +113,50 @@ def infer_seed_shape(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
         "depth": len(layers),
         "num_fusion_tokens": int(state_dict["fusion_tokens"].shape[0]),
     }
+
+
+#: Options of this library that a seed model keeps at the seed's behaviour (they may not be
+#: passed to :func:`build_from_seed`): the front-end and positions are fixed to the seed's,
+#: the rest are defaults of an audio-video model.
+_NOT_SEED_OPTIONS = frozenset({
+    "audio_frontend", "sample_rate", "fbank_num_mel_bins", "fbank_frame_length", "fbank_frame_shift",
+    "audio_mean", "audio_std", "pos_embed", "mask_rule", "modalities",
+})
+
+
+def build_from_seed(cls, state_dict: Mapping[str, torch.Tensor], **seed_kwargs):
+    """A ``cls`` (:class:`zorro.Zorro`) model computing the seed's function from a ``zorro-pytorch``
+    state dict: the seed's power-spectrogram front-end, no positional embeddings, the seed's
+    layer arithmetic, and the seed's pooling-mask defect fixed.
+
+    Args:
+        cls: the model class.
+        state_dict: the seed model's ``state_dict()``.
+        **seed_kwargs: the seed constructor's arguments (and ``attn_backend``). ``dim``,
+            ``depth`` and ``num_fusion_tokens`` are read from the weights when not given;
+            a given value that the weights contradict raises ``ValueError``.
+
+    Raises:
+        TypeError: an option of this library that the seed does not have.
+        ValueError: the weights do not fit the arguments (loading is strict).
+    """
+    seed_names = {f.name for f in fields(ZorroConfig)} - _NOT_SEED_OPTIONS
+    foreign = sorted(set(seed_kwargs) - seed_names)
+    if foreign:
+        raise TypeError(f"from_zorro_pytorch takes the seed's constructor arguments (and attn_backend); got {foreign}")
+    inferred = infer_seed_shape(state_dict)
+    for key, value in inferred.items():
+        if key in seed_kwargs and seed_kwargs[key] != value:
+            raise ValueError(f"{key}={seed_kwargs[key]} was given but the weights have {key}={value}")
+    model = cls(**{**inferred, **seed_kwargs}, audio_frontend="spectrogram", pos_embed="none")
+    n_return = state_dict["return_tokens"].shape[0]
+    if n_return != model.max_return_tokens:
+        raise ValueError(
+            f"the weights hold {n_return} return tokens but return_token_types has {model.max_return_tokens} "
+            f"({list(model.return_token_names)}); pass the seed's return_token_types"
+        )
+    try:
+        model.load_state_dict(convert_seed_state_dict(state_dict), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the zorro-pytorch weights do not fit the constructor arguments given: {err}") from None
+    return model

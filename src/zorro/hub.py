@@ -4,9 +4,11 @@ A *pretrained folder* holds two files (the layout of the Hugging Face ecosystem,
 folder can be pushed to the Hub as is):
 
 * ``model.safetensors`` -- every tensor of ``model.state_dict()`` (safetensors: no code is
-  ever executed when it is read), with metadata ``{"format": "pt", "zorro_format_version": "1"}``.
+  ever executed when it is read), with metadata ``{"format": "pt", "zorro_format_version": "1"}``
+  (``"2"`` for a model with a modality table).
 * ``config.json`` -- ``{"format_version": 1, "library": "zorro", "library_version": ...,
-  "model_type": "zorro", "config": ZorroConfig.to_dict()}``: every constructor option.
+  "model_type": "zorro", "config": ZorroConfig.to_dict()}``: every constructor option
+  (``format_version`` 2 when ``config`` holds a modality table).
 
 Loading is strict: a missing or unexpected tensor or a shape mismatch raises
 :class:`WeightsMismatchError` listing every offending key. Older config formats are upgraded
@@ -65,8 +67,10 @@ __all__ = [
     "upgrade_config",
 ]
 
-#: Version of the ``config.json`` layout written by :func:`save_pretrained`.
-FORMAT_VERSION = 1
+#: Newest version of the ``config.json`` layout (what :func:`save_pretrained` writes for a
+#: model with a modality table; a default audio-video model is still written as version 1,
+#: which every zorro reads).
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 #: File suffixes that hold pickles (PyTorch's ``torch.save`` format).
@@ -304,6 +308,8 @@ def upgrade_config(data: Mapping[str, Any]) -> dict[str, Any]:
       values); ``zorro_version`` is dropped.
     * ``1``: ``{"format_version": 1, "library": "zorro", "library_version", "model_type":
       "zorro", "config": {...}}``.
+    * ``2``: the same layout; ``config`` may hold ``modalities`` (the modality table) and
+      modality names in ``return_token_types``. Written only for models that use them.
 
     Returns:
         The current format's dict. Raises ``ValueError`` for another library's config or a
@@ -355,12 +361,13 @@ def read_config(path: str | os.PathLike):
 
 
 def _config_document(model: nn.Module) -> dict[str, Any]:
+    config = model.config.to_dict()
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if "modalities" in config else 1,
         "library": "zorro",
         "library_version": __version__,
         "model_type": "zorro",
-        "config": model.config.to_dict(),
+        "config": config,
     }
 
 
@@ -405,7 +412,7 @@ def save_pretrained(
             raise ValueError("config= differs from the model's own config; the model's config is what gets saved")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(out / WEIGHTS_NAME, inner.state_dict(), {"format": "pt", "zorro_format_version": str(FORMAT_VERSION)})
+    atomic_save_safetensors(out / WEIGHTS_NAME, inner.state_dict(), {"format": "pt", "zorro_format_version": str(doc["format_version"])})
     atomic_write_text(out / CONFIG_NAME, json.dumps(doc, indent=2, sort_keys=False) + "\n")
     logger.debug("saved Zorro (%d tensors) to %s", len(inner.state_dict()), out)
     if push_to_hub:

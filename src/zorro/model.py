@@ -1,24 +1,24 @@
-"""The Zorro model: one transformer over audio, fusion and video tokens.
+"""The Zorro model: one transformer over the tokens of every modality given and learned fusion tokens.
 
-Shape letters: ``b`` batch, ``n_a``/``n_f``/``n_v`` audio/fusion/video tokens, ``r`` return
-tokens, ``D`` model width (``dim``). Audio enters as mono waveforms ``(b, samples)``, video as
-``(b, c, t, h, w)`` float frames.
+Shape letters: ``b`` batch, ``n_m`` tokens of modality ``m``, ``n_f`` fusion tokens, ``n`` all
+tokens, ``r`` return tokens, ``D`` model width (``dim``). The default model has two
+modalities, audio (mono waveforms ``(b, samples)``) and video (``(b, c, t, h, w)`` float
+frames); ``ZorroConfig.modalities`` gives any others (see :mod:`zorro.modalities`).
 
 The forward pass is layered so users reach what they need without surgery:
 
-* :meth:`Zorro.forward_features` -- front-ends, patch embeddings, the masked transformer and
-  the final norm: the final token sequences per modality.
-* :meth:`Zorro.pool` -- the typed return tokens attend to those sequences.
-* :meth:`Zorro.encode` -- both, returning named embeddings (``audio``, ``video``, ``fusion``,
-  ``global``) and the token sequences (:class:`ZorroOutput`).
+* :meth:`Zorro.forward_features` -- every given modality's tokenizer, the masked transformer
+  and the final norm: the final token sequence and where each block sits in it.
+* :meth:`Zorro.pool` -- the return tokens attend to that sequence.
+* :meth:`Zorro.encode` -- both, returning named embeddings (one per modality given, plus
+  ``fusion`` and ``global`` when configured) and the token sequences (:class:`ZorroOutput`).
 * :meth:`Zorro.forward` -- the seed's interface: ``(b, r, D)``.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -26,38 +26,56 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zorro.audio import AudioFrontend
-from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
-from zorro.layers.attention import check_backend
 from zorro.hub import load_pretrained, push_to_hub, save_pretrained
-from zorro.layers.pos_embed import sincos_grid
-from zorro.masks import TokenLayout
+from zorro.layers import AttentionPlan, AttentionPool, FeedForward, LayerNorm, SelfAttention
+from zorro.layers.attention import check_backend
+from zorro.masks import FUSION, TokenLayout
+from zorro.modalities import AudioTokenizer, ModalityTokens, VideoTokenizer, build_tokenizer, extra_input_names
 from zorro.model_config import POS_EMBED_KINDS, SEED_RETURN_TOKEN_TYPES, ZorroConfig, _pair  # noqa: F401 (ZorroConfig and the constants are re-exported)
 from zorro.tokens import TokenTypes
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class ZorroFeatures:
-    """Final (normed) token sequence of one forward pass and where each modality sits in it.
+    """Final (normed) token sequence of one forward pass and where each block sits in it.
 
     Attributes:
-        tokens: ``(b, n, D)`` packed ``[audio | fusion | video]``.
-        layout: token counts per type.
-        audio_grid: ``(freq_patches, time_patches)`` or None without audio.
-        video_grid: ``(T, H, W)`` tubelet grid or None without video.
+        tokens: ``(b, n, D)`` the blocks packed in ``layout`` order (``[audio | fusion |
+            video]`` for the default model).
+        layout: the blocks and their token counts.
+        grids: modality name -> its token grid (``(freq, time)`` patches for audio,
+            ``(T, H, W)`` tubelets for video, ``(L,)`` for text and sequences).
+        padding: modality name -> ``(b, n_m)`` bool, True for real tokens, for the
+            modalities given with a mask.
     """
 
     tokens: torch.Tensor
     layout: TokenLayout
-    audio_grid: tuple[int, int] | None = None
-    video_grid: tuple[int, int, int] | None = None
+    grids: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    padding: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def modality(self, token_type: TokenTypes) -> torch.Tensor | None:
-        """``(b, n_type, D)`` tokens of one type, or None when the sequence has none."""
-        span = self.layout.span(token_type)
-        if span.stop == span.start and token_type is not TokenTypes.FUSION:
+    def modality(self, name: str | TokenTypes) -> torch.Tensor | None:
+        """``(b, n_m, D)`` tokens of one block (a modality name or ``"fusion"``; a ``TokenTypes``
+        works too), or None when the sequence has none of that modality."""
+        name = name.name.lower() if isinstance(name, TokenTypes) else name
+        if name not in self.layout.names:
+            return None
+        span = self.layout.span(name)
+        if span.stop == span.start and name != FUSION:
             return None
         return self.tokens[:, span]
+
+    @property
+    def audio_grid(self) -> tuple[int, int] | None:
+        """``(freq_patches, time_patches)`` of the ``audio`` modality, or None without it."""
+        return self.grids.get("audio")
+
+    @property
+    def video_grid(self) -> tuple[int, int, int] | None:
+        """``(T, H, W)`` tubelet grid of the ``video`` modality, or None without it."""
+        return self.grids.get("video")
 
 
 @dataclass
@@ -65,21 +83,46 @@ class ZorroOutput:
     """Named results of :meth:`Zorro.encode`.
 
     Attributes:
-        embeddings: pooled outputs by name, each ``(b, D)``: ``audio`` (o_A), ``video``
-            (o_V), ``fusion`` (o_F), ``global`` (o_G) -- those configured and computable
-            from the inputs given. A type configured twice gets ``_1``, ``_2`` suffixes.
-        audio_tokens: ``(b, n_a, D)`` final audio tokens, or None without audio.
-        video_tokens: ``(b, n_v, D)`` final video tokens, or None without video.
-        fusion_tokens: ``(b, n_f, D)`` final fusion tokens.
-        audio_grid, video_grid: patch grids (see :class:`ZorroFeatures`).
+        embeddings: pooled outputs by name, each ``(b, D)``: one per modality given (o_A
+            ``audio``, o_V ``video``, ``text``, ...), ``fusion`` (o_F) and ``global`` (o_G)
+            -- those configured and computable from the inputs given. A name configured
+            twice gets ``_1``, ``_2`` suffixes.
+        tokens: block name -> final tokens ``(b, n_m, D)``: every modality given, and
+            ``fusion`` (``(b, n_f, D)``).
+        grids: modality name -> token grid (see :class:`ZorroFeatures`).
+        padding: modality name -> ``(b, n_m)`` bool (True for real tokens) for the inputs
+            given with a mask.
     """
 
     embeddings: dict[str, torch.Tensor]
-    audio_tokens: torch.Tensor | None
-    video_tokens: torch.Tensor | None
-    fusion_tokens: torch.Tensor
-    audio_grid: tuple[int, int] | None = None
-    video_grid: tuple[int, int, int] | None = None
+    tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+    grids: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    padding: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def audio_tokens(self) -> torch.Tensor | None:
+        """``(b, n_a, D)`` final audio tokens, or None without audio."""
+        return self.tokens.get("audio")
+
+    @property
+    def video_tokens(self) -> torch.Tensor | None:
+        """``(b, n_v, D)`` final video tokens, or None without video."""
+        return self.tokens.get("video")
+
+    @property
+    def fusion_tokens(self) -> torch.Tensor:
+        """``(b, n_f, D)`` final fusion tokens."""
+        return self.tokens[FUSION]
+
+    @property
+    def audio_grid(self) -> tuple[int, int] | None:
+        """``(freq_patches, time_patches)``, or None without audio."""
+        return self.grids.get("audio")
+
+    @property
+    def video_grid(self) -> tuple[int, int, int] | None:
+        """``(T, H, W)`` tubelet grid, or None without video."""
+        return self.grids.get("video")
 
 
 class Block(nn.Module):
@@ -96,56 +139,44 @@ class Block(nn.Module):
         return self.ff(x) + x
 
 
-def build_audio_frontend(config: ZorroConfig) -> AudioFrontend:
-    """The :class:`~zorro.audio.AudioFrontend` a :class:`Zorro` with ``config`` uses: kind,
-    analysis geometry (``sample_rate`` Hz, ``spec_*`` / ``fbank_*``), normalisation and
-    SpecAugment settings. Its ``features(waveform (b, samples)) -> (b, F, T)`` are the raw
-    features that :meth:`Zorro.prepare_audio_features` and ``encode(audio_features=...)``
-    take, so callers can cache them (or compute normalisation statistics) before a model
-    exists."""
-    c = config
-    return AudioFrontend(
-        c.audio_frontend,
-        sample_rate=c.sample_rate,
-        n_fft=c.spec_n_fft,
-        win_length=c.spec_win_length,
-        hop_length=c.spec_hop_length,
-        power=c.spec_power,
-        pad=c.spec_pad,
-        center=c.spec_center,
-        pad_mode=c.spec_pad_mode,
-        num_mel_bins=c.fbank_num_mel_bins,
-        frame_length=c.fbank_frame_length,
-        frame_shift=c.fbank_frame_shift,
-        mean=c.audio_mean,
-        std=c.audio_std,
-        spec_aug_freq_mask=c.spec_aug_freq_mask,
-        spec_aug_time_mask=c.spec_aug_time_mask,
-        spec_aug_stretch_factor=c.spec_aug_stretch_factor,
-    )
+def build_audio_frontend(config: ZorroConfig, modality: str = "audio") -> AudioFrontend:
+    """The :class:`~zorro.audio.AudioFrontend` that the audio modality ``modality`` of a
+    :class:`Zorro` with ``config`` uses: kind, analysis geometry (``sample_rate`` Hz,
+    ``spec_*`` / ``fbank_*``), normalisation and SpecAugment settings. Its
+    ``features(waveform (b, samples)) -> (b, F, T)`` are the raw features that
+    :meth:`Zorro.prepare_audio_features` and ``encode(audio_features=...)`` take, so callers
+    can cache them (or compute normalisation statistics) before a model exists."""
+    spec = config.modality_specs().get(modality)
+    if spec is None or spec["kind"] != "audio":
+        raise ValueError(f"the model has no audio modality named {modality!r}; its modalities are {list(config.modality_specs())}")
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    return AudioTokenizer(config.dim, **options).frontend
 
 
 class Zorro(nn.Module):
     """Zorro, the masked multimodal transformer (Recasens et al., 2023).
 
-    Audio tokens attend only to audio, video tokens only to video, and learned fusion tokens
-    to everything, in every layer; so the audio representation never depends on the video
-    and vice versa. Typed return tokens pool the final tokens: AUDIO sees audio tokens only,
-    VIDEO video only, FUSION fusion only, GLOBAL all of them.
+    Every modality's tokens attend only to that modality, and learned fusion tokens attend to
+    everything, in every layer; so no modality's representation depends on another.
+    Return tokens pool the final tokens: a modality's return token sees that modality only
+    (o_A, o_V, ...), FUSION the fusion tokens only, GLOBAL all of them.
 
     The constructor takes every argument of the ``zorro-pytorch`` seed with the same meaning
     and defaults (see :class:`ZorroConfig` for all options and their units), plus:
 
     * ``audio_frontend="fbank"`` (Kaldi log-mel, 128 bins, 25 ms / 10 ms at ``sample_rate``)
       or ``"spectrogram"`` (the seed's power spectrogram, ``spec_*`` arguments).
-    * ``pos_embed="sincos"``: fixed separable sine-cosine embeddings of the patch grids, so any
+    * ``pos_embed="sincos"``: fixed sine-cosine embeddings of the token grids, so any
       audio length and any video size that patchifies works; ``"none"`` as in the seed.
     * ``attn_backend="sdpa"``: block-sparse fused attention; ``"eager"`` is the dense
       reference; ``"flex"`` uses FlexAttention (see :mod:`zorro.layers.attention`).
     * ``mask_rule="zorro"``: the attention rule above. ``"full"`` (every token sees every
       token) and ``"bottleneck"`` (MBT-style: each modality sees itself and the fusion
       tokens) are the baselines Zorro is compared with; see :mod:`zorro.masks`. Only
-      ``"zorro"`` keeps the audio and video outputs modality-pure.
+      ``"zorro"`` keeps the modality outputs modality-pure.
+    * ``modalities``: the modality table, ``name -> {"kind": ..., **options}`` (built-in
+      kinds ``audio``, ``video``, ``text``, ``sequence``, or your own registered with
+      :func:`zorro.register_modality_kind`). Left out: audio and video from the flat options.
 
     Use :meth:`Zorro.from_zorro_pytorch` to load a ``zorro-pytorch`` state dict.
     """
@@ -161,25 +192,17 @@ class Zorro(nn.Module):
         self.config = config
         c = config
 
-        self.audio_patch_size = _pair(c.audio_patch_size, "audio_patch_size")
-        self.video_patch_size = (c.video_temporal_patch_size, *_pair(c.video_patch_size, "video_patch_size"))
         self.return_token_types = c.return_token_types
         self.max_return_tokens = len(c.return_token_types)
-
-        self.audio_frontend = build_audio_frontend(c)
-        if self.audio_frontend.num_freq_bins < self.audio_patch_size[0]:
-            raise ValueError(
-                f"the audio front-end gives {self.audio_frontend.num_freq_bins} frequency bins, fewer than the "
-                f"audio patch height {self.audio_patch_size[0]}"
-            )
-        self.audio_embed = AudioPatchEmbed(self.audio_patch_size, c.dim)
-        self.video_embed = VideoPatchEmbed(self.video_patch_size, c.video_channels, c.dim)
+        self.modality_names: tuple[str, ...] = c.modality_names
+        for name, spec in c.modality_specs().items():  # registered as `<name>_embed` (the default model's weight names)
+            self.add_module(f"{name}_embed", build_tokenizer(name, spec, c.dim, c.pos_embed))
+        self._extra_inputs = {name: extra_input_names(self.tokenizer(name)) for name in self.modality_names}
         self.fusion_tokens = nn.Parameter(torch.empty(c.num_fusion_tokens, c.dim))
         self.blocks = nn.ModuleList([Block(c.dim, c.dim_head, c.heads, c.ff_mult) for _ in range(c.depth)])
         self.norm = LayerNorm(c.dim)
         self.return_tokens = nn.Parameter(torch.empty(self.max_return_tokens, c.dim))
         self.attn_pool = AttentionPool(c.dim, dim_head=c.dim_head, heads=c.heads)
-        self._warned_crop = False
         self._grad_checkpointing = False
         self.reset_parameters()
 
@@ -200,6 +223,54 @@ class Zorro(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    # ------------------------------------------------------------------ the modality table
+
+    def tokenizer(self, name: str) -> nn.Module:
+        """The tokenizer module of modality ``name`` (registered as ``<name>_embed``)."""
+        if name not in self.modality_names:
+            raise ValueError(f"this model has no modality {name!r}; its modalities are {list(self.modality_names)}")
+        return getattr(self, f"{name}_embed")
+
+    @property
+    def tokenizers(self) -> dict[str, nn.Module]:
+        """``name -> tokenizer module`` for every modality, in sequence order."""
+        return {name: getattr(self, f"{name}_embed") for name in self.modality_names}
+
+    @property
+    def return_token_names(self) -> tuple[str, ...]:
+        """Output name of each return token (``"audio"``, ``"video"``, ``"fusion"``, ...)."""
+        return self.config.return_token_names
+
+    def _audio(self) -> AudioTokenizer:
+        tok = self.tokenizers.get("audio")
+        if not isinstance(tok, AudioTokenizer):
+            raise ValueError(f"this model has no audio modality named 'audio'; its modalities are {list(self.modality_names)}")
+        return tok
+
+    def _video(self) -> VideoTokenizer:
+        tok = self.tokenizers.get("video")
+        if not isinstance(tok, VideoTokenizer):
+            raise ValueError(f"this model has no video modality named 'video'; its modalities are {list(self.modality_names)}")
+        return tok
+
+    @property
+    def audio_frontend(self) -> AudioFrontend | None:
+        """The ``audio`` modality's front-end (None when the model has no audio modality)."""
+        tok = self.tokenizers.get("audio")
+        return tok.frontend if isinstance(tok, AudioTokenizer) else None
+
+    @property
+    def audio_patch_size(self) -> tuple[int, int] | None:
+        """``(freq, time)`` patch of the ``audio`` modality (None without one)."""
+        tok = self.tokenizers.get("audio")
+        return tok.patch_size if isinstance(tok, AudioTokenizer) else None
+
+    @property
+    def video_patch_size(self) -> tuple[int, int, int] | None:
+        """``(t, h, w)`` tubelet of the ``video`` modality (None without one)."""
+        tok = self.tokenizers.get("video")
+        return tok.patch_size if isinstance(tok, VideoTokenizer) else None
+
     # ------------------------------------------------------------------ construction
 
     @classmethod
@@ -208,8 +279,9 @@ class Zorro(nn.Module):
 
         Seed-compatible mode: the seed's power spectrogram front-end, no positional
         embeddings, the seed's layer arithmetic. The result computes the seed's function with
-        the seed's pooling-mask defect fixed (SPEC section 4.1). Keys are mapped by
-        :func:`zorro.convert.convert_seed_state_dict` and loaded strictly.
+        the seed's pooling-mask defect fixed. Keys are mapped by
+        :func:`zorro.convert.convert_seed_state_dict` and loaded strictly (see
+        :func:`zorro.convert.build_from_seed`).
 
         Args:
             state_dict: the seed model's ``state_dict()``.
@@ -218,33 +290,9 @@ class Zorro(nn.Module):
                 ``num_fusion_tokens`` are read from the weights when not given.
                 ``attn_backend`` may be added; other options of this library may not.
         """
-        from zorro.convert import convert_seed_state_dict, infer_seed_shape
+        from zorro.convert import build_from_seed
 
-        seed_names = {f.name for f in fields(ZorroConfig)} - {
-            "audio_frontend", "sample_rate", "fbank_num_mel_bins", "fbank_frame_length", "fbank_frame_shift",
-            "audio_mean", "audio_std", "pos_embed", "mask_rule",
-        }
-        foreign = sorted(set(seed_kwargs) - seed_names)
-        if foreign:
-            raise TypeError(f"from_zorro_pytorch takes the seed's constructor arguments (and attn_backend); got {foreign}")
-        inferred = infer_seed_shape(state_dict)
-        for key, value in inferred.items():
-            if key in seed_kwargs and seed_kwargs[key] != value:
-                raise ValueError(f"{key}={seed_kwargs[key]} was given but the weights have {key}={value}")
-        kwargs = {**inferred, **seed_kwargs}
-        model = cls(**kwargs, audio_frontend="spectrogram", pos_embed="none")
-        n_return = state_dict["return_tokens"].shape[0]
-        if n_return != model.max_return_tokens:
-            raise ValueError(
-                f"the weights hold {n_return} return tokens but return_token_types has {model.max_return_tokens} "
-                f"({[t.name for t in model.return_token_types]}); pass the seed's return_token_types"
-            )
-        converted = convert_seed_state_dict(state_dict)
-        try:
-            model.load_state_dict(converted, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"the zorro-pytorch weights do not fit the constructor arguments given: {err}") from None
-        return model
+        return build_from_seed(cls, state_dict, **seed_kwargs)
 
     def save_pretrained(self, directory: str, **kwargs: Any) -> Any:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (see :mod:`zorro.hub`).
@@ -264,7 +312,8 @@ class Zorro(nn.Module):
         ``name_or_path`` is a local folder or a Hub repo id (``hub`` extra). Keyword
         arguments: ``device``, ``dtype``, ``attn_backend`` (the only model option that may be
         overridden), ``revision``, ``cache_dir``, ``token``, ``local_files_only``
-        (see :func:`zorro.hub.load_pretrained`).
+        (see :func:`zorro.hub.load_pretrained`). A model with a modality kind of your own
+        needs that kind registered first (:func:`zorro.register_modality_kind`).
         """
         return load_pretrained(cls, name_or_path, **kwargs)
 
@@ -304,58 +353,22 @@ class Zorro(nn.Module):
         self._grad_checkpointing = enabled
         return self
 
-    # ------------------------------------------------------------------ input checks
+    # ------------------------------------------------------------------ the audio and video modalities
 
     def _check_audio(self, audio: Any) -> torch.Tensor:
-        if not isinstance(audio, torch.Tensor):
-            raise TypeError(f"audio must be a torch.Tensor of shape (batch, samples), got {type(audio).__name__}")
-        if not audio.is_floating_point():
-            raise TypeError(f"audio must be a floating-point waveform in [-1, 1], got dtype {audio.dtype}")
-        if audio.dim() != 2:
-            hint = " (a channel dimension? mix to mono with audio.mean(dim=1))" if audio.dim() == 3 else ""
-            hint = " (one clip? use audio[None])" if audio.dim() == 1 else hint
-            raise ValueError(f"audio must have shape (batch, samples), got {tuple(audio.shape)}{hint}")
-        return audio
+        return self._audio().check(audio)
 
     def _check_video(self, video: Any) -> torch.Tensor:
-        c = self.config
-        if not isinstance(video, torch.Tensor):
-            raise TypeError(f"video must be a torch.Tensor of shape (batch, channels, frames, height, width), got {type(video).__name__}")
-        if not video.is_floating_point():
-            raise TypeError(f"video must be floating point (convert uint8 frames with .float() / 255 and normalise), got dtype {video.dtype}")
-        if video.dim() != 5:
-            raise ValueError(f"video must have shape (batch, {c.video_channels}, frames, height, width), got {tuple(video.shape)}")
-        if video.shape[1] != c.video_channels:
-            raise ValueError(
-                f"video must have {c.video_channels} channels in dim 1, shape (batch, {c.video_channels}, frames, height, width); "
-                f"got {tuple(video.shape)}"
-            )
-        thw = tuple(video.shape[2:])
-        if any(size % patch for size, patch in zip(thw, self.video_patch_size)) or any(s == 0 for s in thw):
-            raise ValueError(
-                f"video (frames, height, width) = {thw} must be non-zero multiples of the tubelet size "
-                f"{self.video_patch_size}"
-            )
-        return video
-
-    # ------------------------------------------------------------------ embeddings
+        return self._video().check(video)
 
     def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
-        """Front-end features cropped to whole patches: ``(b, samples) -> (b, F, T)`` float32.
+        """Front-end features of the ``audio`` modality cropped to whole patches:
+        ``(b, samples) -> (b, F, T)`` float32.
 
         Features not filling a whole patch (the last frequency bins / frames) are cropped, as
         in the seed; this warns once. Raises ``ValueError`` when not even one patch fits.
         """
-        audio = self._check_audio(audio)
-        p1, p2 = self.audio_patch_size
-        frames = self.audio_frontend.num_frames(audio.shape[-1])
-        if frames < p2:
-            need = self.audio_frontend.min_num_samples(p2)
-            raise ValueError(
-                f"audio too short: {audio.shape[-1]} samples give {max(frames, 0)} frames, fewer than one audio patch "
-                f"({p2} frames); need at least {need} samples"
-            )
-        return self._crop_audio(self.audio_frontend(audio))  # (b, F, T)
+        return self._audio().features(audio)
 
     def prepare_audio_features(self, features: torch.Tensor) -> torch.Tensor:
         """Raw front-end features computed earlier -> what :meth:`audio_features` returns.
@@ -366,24 +379,7 @@ class Zorro(nn.Module):
         output for them equals its output for the waveform (in eval mode, where no randomness
         is drawn).
         """
-        spec = self.audio_frontend.postprocess(features)  # checks (b, F, T)
-        if spec.shape[-1] < self.audio_patch_size[1]:
-            raise ValueError(f"audio features have {spec.shape[-1]} frames, fewer than one audio patch ({self.audio_patch_size[1]} frames)")
-        return self._crop_audio(spec)
-
-    def _crop_audio(self, spec: torch.Tensor) -> torch.Tensor:
-        p1, p2 = self.audio_patch_size
-        height, width = spec.shape[-2:]
-        rh, rw = height // p1 * p1, width // p2 * p2
-        if (rh, rw) != (height, width):
-            if not self._warned_crop and not torch.compiler.is_compiling():
-                self._warned_crop = True
-                warnings.warn(
-                    f"audio features of shape {(height, width)} (freq, frames) were cropped to {(rh, rw)} to fit "
-                    f"whole {self.audio_patch_size} patches",
-                    stacklevel=3,
-                )
-        return spec[:, :rh, :rw]
+        return self._audio().prepare_features(features)
 
     def embed_audio(self, audio: torch.Tensor | None = None, *, features: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """Audio tokens: ``(b, samples) -> (b, n_a, D)`` and the ``(freq, time)`` patch grid.
@@ -391,70 +387,92 @@ class Zorro(nn.Module):
         Or, with ``features``, from raw front-end features ``(b, F, T)`` instead of the
         waveform (see :meth:`prepare_audio_features`).
         """
-        spec = self.audio_features(audio) if features is None else self.prepare_audio_features(features)
-        tokens, grid = self.audio_embed(spec)
-        if self.config.pos_embed == "sincos":
-            tokens = tokens + sincos_grid(grid, self.config.dim, device=tokens.device).to(tokens.dtype)
-        return tokens, grid
+        out = self._audio()(audio, features=features)
+        return out.tokens, out.grid
 
     def embed_video(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """Video tokens: ``(b, c, t, h, w) -> (b, n_v, D)`` and the ``(T, H, W)`` tubelet grid."""
-        tokens, grid = self.video_embed(self._check_video(video))
-        if self.config.pos_embed == "sincos":
-            tokens = tokens + sincos_grid(grid, self.config.dim, device=tokens.device).to(tokens.dtype)
-        return tokens, grid
+        out = self._video()(video)
+        return out.tokens, out.grid
 
     # ------------------------------------------------------------------ forward passes
 
-    def forward_features(
-        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
-    ) -> ZorroFeatures:
-        """Run the front-ends and the masked transformer.
+    def _split_inputs(self, inputs: Mapping[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """``{name: (input, {extra suffix: value})}`` for every modality given, in table order."""
+        known = {}
+        for name in self.modality_names:
+            known[name] = (name, None)
+            for suffix in self._extra_inputs[name]:
+                known[f"{name}_{suffix}"] = (name, suffix)
+        unknown = sorted(k for k in inputs if k not in known)
+        if unknown:
+            raise TypeError(f"unexpected inputs {unknown}; this model takes {sorted(known)}")
+        given: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for key, value in inputs.items():
+            if value is None:
+                continue
+            name, suffix = known[key]
+            entry = given.setdefault(name, (None, {}))
+            if suffix is None:
+                given[name] = (value, entry[1])
+            else:
+                entry[1][suffix] = value
+        for name, (value, extras) in given.items():
+            if value is None and "mask" in extras and len(extras) == 1:
+                raise ValueError(f"{name}_mask was given without {name}")
+        return {name: given[name] for name in self.modality_names if name in given}
+
+    def _tokenize(self, name: str, value: Any, extras: dict[str, Any]) -> ModalityTokens:
+        out = self.tokenizer(name)(value, **extras) if value is not None else self.tokenizer(name)(**extras)
+        if isinstance(out, torch.Tensor):
+            out = ModalityTokens(out, extras.get("mask"))
+        if not isinstance(out, ModalityTokens):
+            raise TypeError(f"the tokenizer of modality {name!r} returned {type(out).__name__}; expected a (b, n, dim) tensor or ModalityTokens")
+        t = out.tokens
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] != self.config.dim:
+            raise ValueError(f"the tokenizer of modality {name!r} must give tokens (b, n, {self.config.dim}), got {tuple(getattr(t, 'shape', ()))}")
+        if out.mask is not None and (out.mask.dtype != torch.bool or tuple(out.mask.shape) != tuple(t.shape[:2])):
+            raise ValueError(f"the token mask of modality {name!r} must be (b, n) = {tuple(t.shape[:2])} bool, got "
+                             f"{tuple(out.mask.shape)} {out.mask.dtype}")
+        return out
+
+    def forward_features(self, **inputs: Any) -> ZorroFeatures:
+        """Run the given modalities' tokenizers and the masked transformer.
 
         Args:
-            audio: ``(b, samples)`` mono waveform at ``config.sample_rate`` Hz, or None.
-            video: ``(b, c, t, h, w)`` float frames, or None. At least one must be given.
-            audio_features: instead of ``audio``, raw front-end features ``(b, F, T)``
-                (``audio_frontend.features(waveform)``, see :meth:`prepare_audio_features`).
+            **inputs: one keyword per modality given (``audio=(b, samples)``,
+                ``video=(b, c, t, h, w)``, ``text=(b, L)`` ids, ...; at least one), and the
+                extra inputs their kinds take: ``<name>_mask`` ``(b, L)`` bool (True for real
+                tokens) for ``text`` and ``sequence`` modalities, ``<name>_features`` (raw
+                front-end features ``(b, F, T)``, instead of the waveform) for audio
+                modalities (see :meth:`prepare_audio_features`).
 
         Returns:
             :class:`ZorroFeatures` with the final, normed ``(b, n, D)`` tokens.
         """
-        if audio is not None and audio_features is not None:
-            raise ValueError("give audio (waveforms) or audio_features (front-end features), not both")
-        if audio is None and video is None and audio_features is None:
-            raise ValueError("Zorro needs at least one input: audio=(batch, samples) and/or video=(batch, c, t, h, w)")
-        audio_in = audio if audio is not None else audio_features
-        if audio is not None:
-            self._check_audio(audio)
-        if audio_in is not None and video is not None:
-            self._check_video(video)
-            if audio_in.shape[0] != video.shape[0]:
-                raise ValueError(f"audio and video batch sizes differ: audio {audio_in.shape[0]}, video {video.shape[0]}")
-        parts, audio_grid, video_grid = [], None, None
-        if audio_in is not None:
-            audio_tokens, audio_grid = self.embed_audio(audio, features=audio_features)
-            parts.append(audio_tokens)
-        batch = (audio_in if audio_in is not None else video).shape[0]
-        ref = parts[0] if parts else None
-        if video is not None:
-            video_tokens, video_grid = self.embed_video(video)
-            ref = video_tokens if ref is None else ref
+        given = self._split_inputs(inputs)
+        if not given:
+            wanted = " and/or ".join(f"{n}=..." for n in self.modality_names)
+            raise ValueError(f"Zorro needs at least one input: {wanted}")
+        embedded = {name: self._tokenize(name, value, extras) for name, (value, extras) in given.items()}
+        sizes = {name: out.tokens.shape[0] for name, out in embedded.items()}
+        batch = next(iter(sizes.values()))
+        if any(size != batch for size in sizes.values()):  # (not a set: under torch.export the sizes are symbolic)
+            raise ValueError("batch sizes differ: " + ", ".join(f"{name} {size}" for name, size in sizes.items()))
+        ref = next(iter(embedded.values())).tokens
         fusion = self.fusion_tokens.to(ref.dtype).expand(batch, -1, -1)  # (b, n_f, D)
-        parts.append(fusion)
-        if video is not None:
-            parts.append(video_tokens)
-        layout = TokenLayout(
-            num_audio=audio_tokens.shape[1] if audio_in is not None else 0,
-            num_fusion=self.config.num_fusion_tokens,
-            num_video=video_tokens.shape[1] if video is not None else 0,
-        )
-        x = torch.cat(parts, dim=1)  # (b, n, D) packed [audio | fusion | video]
-        plan = AttentionPlan(layout, self.config.attn_backend, x.device, self.config.mask_rule)
+        layout = TokenLayout.packed(((name, out.tokens.shape[1]) for name, out in embedded.items()),
+                                    self.config.num_fusion_tokens, first=self.modality_names[0])
+        parts = {name: out.tokens for name, out in embedded.items()}
+        parts[FUSION] = fusion
+        x = torch.cat([parts[name] for name in layout.names], dim=1)  # (b, n, D) packed as the layout says
+        padding = {name: out.mask for name, out in embedded.items() if out.mask is not None}
+        plan = AttentionPlan(layout, self.config.attn_backend, x.device, self.config.mask_rule, padding)
         recompute = self._grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
-        return ZorroFeatures(self.norm(x), layout, audio_grid, video_grid)
+        grids = {name: out.grid for name, out in embedded.items()}
+        return ZorroFeatures(self.norm(x), layout, grids, padding)
 
     def select_return_tokens(
         self,
@@ -462,22 +480,25 @@ class Zorro(nn.Module):
         *,
         has_audio: bool = True,
         has_video: bool = True,
+        present: Sequence[str] | None = None,
     ) -> list[int]:
         """Validate ``return_token_indices`` against the inputs present.
 
-        With ``None`` every return token the inputs can feed is selected (all of them when
-        both modalities are given; AUDIO tokens are left out without audio, VIDEO tokens
-        without video). Explicit indices must be unique ints in ``[0, r)``; asking for a token
-        whose modality is missing raises ``ValueError``.
+        ``present`` names the modalities given (by default: ``audio`` when ``has_audio``,
+        ``video`` when ``has_video``). With ``None`` every return token the inputs can feed is
+        selected (a modality's token is left out when that modality is missing). Explicit
+        indices must be unique ints in ``[0, r)``; asking for a token whose modality is
+        missing raises ``ValueError``.
         """
-        types = self.return_token_types
+        if present is None:
+            present = [n for n, has in (("audio", has_audio), ("video", has_video)) if has]
+        names = self.return_token_names
+        feedable = [self._feedable(n, present) for n in names]
         if return_token_indices is None:
-            chosen = [i for i, t in enumerate(types) if self._feedable(t, has_audio, has_video)]
+            chosen = [i for i in range(len(names)) if feedable[i]]
             if not chosen:
-                raise ValueError(
-                    f"none of the return tokens {[t.name for t in types]} can be computed from the inputs given "
-                    f"(audio {'given' if has_audio else 'missing'}, video {'given' if has_video else 'missing'})"
-                )
+                state = ", ".join(f"{m} {'given' if m in present else 'missing'}" for m in self.modality_names)
+                raise ValueError(f"none of the return tokens {list(names)} can be computed from the inputs given ({state})")
             return chosen
         if isinstance(return_token_indices, (str, bytes)) or not isinstance(return_token_indices, Sequence):
             raise TypeError(f"return_token_indices must be a tuple of ints, got {return_token_indices!r}")
@@ -485,73 +506,63 @@ class Zorro(nn.Module):
         for i in chosen:
             if not isinstance(i, int) or isinstance(i, bool):
                 raise TypeError(f"return_token_indices must hold ints, got {i!r}")
-            if not 0 <= i < len(types):
-                raise ValueError(f"return token index {i} is out of range: this model has {len(types)} return tokens (0..{len(types) - 1})")
+            if not 0 <= i < len(names):
+                raise ValueError(f"return token index {i} is out of range: this model has {len(names)} return tokens (0..{len(names) - 1})")
         if len(set(chosen)) != len(chosen):
             raise ValueError(f"return_token_indices must be unique, got {tuple(chosen)}")
         if not chosen:
             raise ValueError("return_token_indices is empty; select at least one return token")
         for i in chosen:
-            if not self._feedable(types[i], has_audio, has_video):
-                missing = "audio" if types[i] is TokenTypes.AUDIO else "video"
+            if not feedable[i]:
+                missing = names[i]
                 raise ValueError(
-                    f"return token {i} ({types[i].name}) attends to {missing} tokens, but no {missing} was given; "
+                    f"return token {i} ({self._token_label(i)}) attends to {missing} tokens, but no {missing} was given; "
                     f"pass {missing}=... or leave it out of return_token_indices"
                 )
         return chosen
 
-    @staticmethod
-    def _feedable(token_type: TokenTypes, has_audio: bool, has_video: bool) -> bool:
-        if token_type is TokenTypes.AUDIO:
-            return has_audio
-        if token_type is TokenTypes.VIDEO:
-            return has_video
-        return True
+    def _token_label(self, i: int) -> str:
+        token = self.return_token_types[i]
+        return token.name if isinstance(token, TokenTypes) else token
+
+    def _feedable(self, name: str, present: Sequence[str]) -> bool:
+        return name not in self.modality_names or name in present
 
     def pool(self, features: ZorroFeatures, return_token_indices: Sequence[int] | None = None) -> torch.Tensor:
-        """Attention pooling with the typed return tokens: ``(b, r, D)``.
+        """Attention pooling with the return tokens: ``(b, r, D)``.
 
         ``return_token_indices`` as in :meth:`select_return_tokens`.
         """
         layout = features.layout
-        chosen = self.select_return_tokens(
-            return_token_indices, has_audio=layout.num_audio > 0, has_video=layout.num_video > 0
-        )
+        present = [n for n in layout.modalities if layout.count(n) > 0]
+        chosen = self.select_return_tokens(return_token_indices, present=present)
         tokens = features.tokens
         queries = self.return_tokens[chosen].to(tokens.dtype).expand(tokens.shape[0], -1, -1)  # (b, r, D)
-        types = [self.return_token_types[i] for i in chosen]
+        names = [self.return_token_names[i] for i in chosen]
         backend = "eager" if self.config.attn_backend == "eager" else "sdpa"
-        return self.attn_pool(queries, tokens, types, layout, backend) + queries
+        return self.attn_pool(queries, tokens, names, layout, backend, features.padding) + queries
 
-    def encode(
-        self, *, audio: torch.Tensor | None = None, video: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
-    ) -> ZorroOutput:
+    def encode(self, **inputs: Any) -> ZorroOutput:
         """Named embeddings and final token sequences (see :class:`ZorroOutput`).
 
         Args:
-            audio: ``(b, samples)`` waveform or None; video: ``(b, c, t, h, w)`` or None.
-            audio_features: raw front-end features ``(b, F, T)`` instead of ``audio``
-                (see :meth:`prepare_audio_features`).
+            **inputs: as for :meth:`forward_features`: one keyword per modality given
+                (``audio=``, ``video=``, ``text=``, ...), any non-empty subset, plus their
+                extra inputs (``text_mask=``, ``audio_features=``, ...).
         """
-        features = self.forward_features(audio=audio, video=video, audio_features=audio_features)
-        has_audio = audio is not None or audio_features is not None
-        chosen = self.select_return_tokens(None, has_audio=has_audio, has_video=video is not None)
+        features = self.forward_features(**inputs)
+        present = [n for n in features.layout.modalities if features.layout.count(n) > 0]
+        chosen = self.select_return_tokens(None, present=present)
         pooled = self.pool(features, chosen)  # (b, r, D)
         names: dict[str, torch.Tensor] = {}
         seen: dict[str, int] = {}
         for j, i in enumerate(chosen):
-            base = self.return_token_types[i].name.lower()
+            base = self.return_token_names[i]
             k = seen.get(base, 0)
             seen[base] = k + 1
             names[base if k == 0 else f"{base}_{k}"] = pooled[:, j]
-        return ZorroOutput(
-            embeddings=names,
-            audio_tokens=features.modality(TokenTypes.AUDIO),
-            video_tokens=features.modality(TokenTypes.VIDEO),
-            fusion_tokens=features.modality(TokenTypes.FUSION),
-            audio_grid=features.audio_grid,
-            video_grid=features.video_grid,
-        )
+        tokens = {name: features.tokens[:, features.layout.span(name)] for name in features.layout.names}
+        return ZorroOutput(embeddings=names, tokens=tokens, grids=features.grids, padding=features.padding)
 
     def forward(
         self,
@@ -559,6 +570,7 @@ class Zorro(nn.Module):
         audio: torch.Tensor | None = None,
         video: torch.Tensor | None = None,
         return_token_indices: Sequence[int] | None = None,
+        **inputs: Any,
     ) -> torch.Tensor:
         """The seed's interface: pooled outputs ``(b, r, D)``, one row per selected return token.
 
@@ -570,6 +582,7 @@ class Zorro(nn.Module):
             video: ``(b, c, t, h, w)`` float frames or None.
             return_token_indices: which return tokens to output (unique ints); None outputs
                 every configured return token, which needs every input they attend to.
+            **inputs: the other modalities and extra inputs, as for :meth:`forward_features`.
 
         Raises:
             ValueError: a selected (or, with None, a configured) return token needs a modality
@@ -577,17 +590,17 @@ class Zorro(nn.Module):
                 two ways to ask for less (``return_token_indices=...``, or :meth:`encode`
                 for outputs by name).
         """
-        has_audio, has_video = audio is not None, video is not None
-        if has_audio or has_video:  # validate the selection before any compute
-            feedable = self.select_return_tokens(return_token_indices, has_audio=has_audio, has_video=has_video)
+        inputs = {"audio": audio, "video": video, **inputs}
+        given = self._split_inputs(inputs)
+        if given:  # validate the selection before any compute
+            feedable = self.select_return_tokens(return_token_indices, present=list(given))
             if return_token_indices is None and len(feedable) < self.max_return_tokens:
                 i = next(j for j in range(self.max_return_tokens) if j not in feedable)
-                token = self.return_token_types[i]
-                missing = "audio" if token is TokenTypes.AUDIO else "video"
+                missing = self.return_token_names[i]
                 raise ValueError(
-                    f"return token {i} ({token.name}) needs {missing}, but no {missing} was given; without "
+                    f"return token {i} ({self._token_label(i)}) needs {missing}, but no {missing} was given; without "
                     f"return_token_indices forward() returns all {self.max_return_tokens} configured return tokens by "
                     f"position. Ask for less: return_token_indices={tuple(feedable)} (the tokens these inputs "
                     f"feed), or model.encode(...) for the outputs by name"
                 )
-        return self.pool(self.forward_features(audio=audio, video=video), return_token_indices)
+        return self.pool(self.forward_features(**{k: v for k, v in inputs.items() if v is not None}), return_token_indices)

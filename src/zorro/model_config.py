@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from zorro.layers.attention import check_backend
-from zorro.masks import check_mask_rule
+from zorro.masks import FUSION, GLOBAL, check_mask_rule
+from zorro.modalities import AUDIO_OPTIONS, VIDEO_OPTIONS, check_spec
 from zorro.tokens import TokenTypes
 
-__all__ = ["ZorroConfig", "SEED_RETURN_TOKEN_TYPES", "POS_EMBED_KINDS"]
+__all__ = ["ZorroConfig", "SEED_RETURN_TOKEN_TYPES", "POS_EMBED_KINDS", "return_token_name"]
 
 SEED_RETURN_TOKEN_TYPES = (TokenTypes.AUDIO, TokenTypes.VIDEO, TokenTypes.FUSION)
 POS_EMBED_KINDS = ("sincos", "none")
@@ -29,14 +30,23 @@ def _pair(x: int | Sequence[int], name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {x!r}")
 
 
-def _token_type(x: TokenTypes | str | int) -> TokenTypes:
+def _token_type(x: TokenTypes | str | int) -> TokenTypes | str:
+    """A return token as given -> a ``TokenTypes`` (the seed's four, by member, name in any
+    case, or int value) or the lower-case name of another modality."""
     if isinstance(x, TokenTypes):
         return x
     if isinstance(x, str) and x.upper() in TokenTypes.__members__:
         return TokenTypes[x.upper()]
     if isinstance(x, int) and not isinstance(x, bool) and x in {t.value for t in TokenTypes}:
         return TokenTypes(x)
-    raise ValueError(f"unknown return token type {x!r}; expected one of {[t.name for t in TokenTypes]}")
+    if isinstance(x, str) and x.isidentifier():
+        return x.lower()
+    raise ValueError(f"unknown return token type {x!r}; expected a modality name or one of {[t.name for t in TokenTypes]}")
+
+
+def return_token_name(token: TokenTypes | str) -> str:
+    """The output name of a return token: ``TokenTypes.AUDIO`` -> ``"audio"``, a modality name as is."""
+    return token.name.lower() if isinstance(token, TokenTypes) else token
 
 
 @dataclass
@@ -64,7 +74,9 @@ class ZorroConfig:
     spec_aug_stretch_factor: float = 0.8  # SpecAugment time stretch (1.0 = off), training only
     spec_aug_freq_mask: int = 80  # SpecAugment max frequency-mask width (bins, 0 = off)
     spec_aug_time_mask: int = 80  # SpecAugment max time-mask width (frames, 0 = off)
-    return_token_types: tuple[TokenTypes, ...] = SEED_RETURN_TOKEN_TYPES  # one output per entry
+    # one output per entry: TokenTypes or modality names (default: the seed's AUDIO, VIDEO,
+    # FUSION; with `modalities`, one per modality, then FUSION)
+    return_token_types: tuple[TokenTypes | str, ...] | None = None
 
     audio_frontend: str = "fbank"  # "fbank" (Kaldi log-mel) or "spectrogram" (the seed's)
     sample_rate: int = 16000  # expected audio sample rate (Hz)
@@ -76,8 +88,20 @@ class ZorroConfig:
     pos_embed: str = "sincos"  # "sincos" (fixed, any input size) or "none" (the seed)
     attn_backend: str = "sdpa"  # "sdpa" (block-sparse), "eager" (dense reference) or "flex"
     mask_rule: str = "zorro"  # self-attention rule: "zorro", "full" or "bottleneck" (zorro.masks)
+    # name -> {"kind": ..., **options} in sequence order (zorro.modalities); None: audio + video
+    # from the flat audio_*/fbank_*/spec_*/video_* fields above
+    modalities: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
+        if self.modalities is not None:
+            self._check_modalities()
+        if self.return_token_types is None:
+            self.return_token_types = (
+                SEED_RETURN_TOKEN_TYPES if self.modalities is None
+                else (*self.modalities, TokenTypes.FUSION if self.num_fusion_tokens else TokenTypes.GLOBAL)
+            )
+        if isinstance(self.return_token_types, (str, TokenTypes)):
+            raise TypeError(f"return_token_types must be a sequence of return tokens, got {self.return_token_types!r}")
         self.return_token_types = tuple(_token_type(t) for t in self.return_token_types)
         if isinstance(self.audio_patch_size, list):
             self.audio_patch_size = tuple(self.audio_patch_size)
@@ -93,6 +117,12 @@ class ZorroConfig:
             raise ValueError("return_token_types must name at least one return token")
         if TokenTypes.FUSION in self.return_token_types and self.num_fusion_tokens == 0:
             raise ValueError("a FUSION return token needs num_fusion_tokens >= 1")
+        names = self.modality_names
+        for token in self.return_token_types:
+            name = return_token_name(token)
+            if name not in names and name not in (FUSION, GLOBAL):
+                raise ValueError(f"return token {name!r} names no modality of this model; its modalities are {list(names)}, "
+                                 f"and 'fusion' and 'global' pool the fusion tokens and every token")
         if self.pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {self.pos_embed!r}")
         check_backend(self.attn_backend)
@@ -100,10 +130,49 @@ class ZorroConfig:
         _pair(self.audio_patch_size, "audio_patch_size")
         _pair(self.video_patch_size, "video_patch_size")
 
+    def _check_modalities(self) -> None:
+        if not isinstance(self.modalities, Mapping) or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty mapping of name -> spec, got {self.modalities!r}")
+        changed = [f.name for f in fields(self) if f.name in AUDIO_OPTIONS or f.name in VIDEO_OPTIONS
+                   if getattr(self, f.name) != f.default]
+        if changed:
+            raise ValueError(
+                f"{changed} are settings of the default audio and video modalities; with `modalities` given, set them "
+                f"in the spec of the modality they belong to, e.g. modalities={{'audio': {{'kind': 'audio', "
+                f"'{changed[0]}': ...}}}}"
+            )
+        self.modalities = {name: check_spec(name, spec) for name, spec in self.modalities.items()}
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """The modalities' names, in sequence order (``("audio", "video")`` by default)."""
+        return ("audio", "video") if self.modalities is None else tuple(self.modalities)
+
+    def modality_specs(self) -> dict[str, dict[str, Any]]:
+        """``name -> {"kind": ..., **options}`` for every modality: ``modalities`` when given,
+        else audio and video specs built from the flat fields."""
+        if self.modalities is not None:
+            return {name: dict(spec) for name, spec in self.modalities.items()}
+        audio = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in AUDIO_OPTIONS)}
+        video = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in VIDEO_OPTIONS)}
+        return {"audio": {"kind": "audio", **audio}, "video": {"kind": "video", **video}}
+
+    @property
+    def return_token_names(self) -> tuple[str, ...]:
+        """Output name of every return token (``"audio"``, ``"fusion"``, ``"text"``, ...)."""
+        return tuple(return_token_name(t) for t in self.return_token_types)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (token types by name, tuples as lists)."""
+        """JSON-ready dict (token types by name, tuples as lists). ``modalities`` is written
+        only when it is set, so a default audio-video config reads as before; when it is set,
+        the flat audio and video settings (unused, at their defaults) are left out."""
         out = asdict(self)
-        out["return_token_types"] = [t.name for t in self.return_token_types]
+        out["return_token_types"] = [t.name if isinstance(t, TokenTypes) else t for t in self.return_token_types]
+        if self.modalities is None:
+            del out["modalities"]
+        else:  # the flat audio/video settings are unused (and at their defaults) with a table
+            for key in (*AUDIO_OPTIONS, *VIDEO_OPTIONS):
+                out.pop(key, None)
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)

@@ -1,40 +1,45 @@
 """Zorro attention: one module per use (self-attention, pooling), three interchangeable backends.
 
-The self-attention rule (which token type may attend to which) is chosen by name, see
-:data:`zorro.masks.MASK_RULES`; every backend computes every rule.
+Which token may attend to which is decided by :mod:`zorro.masks` alone (a ``mask_rule`` over
+the blocks of a :class:`~zorro.masks.TokenLayout`); every backend computes every rule for any
+number of modality blocks.
 
 Backends (chosen by name, see :data:`BACKENDS`):
 
-* ``"sdpa"`` (default) -- *block-sparse by construction*. The sequence is packed
-  ``[audio | fusion | video]`` and every query type's allowed keys form one contiguous run
-  (:meth:`zorro.masks.TokenLayout.key_span`), so attention is one
-  :func:`torch.nn.functional.scaled_dot_product_attention` call per query type: audio
-  queries against audio keys, video against video, fusion against all. Masked blocks are
-  never computed nor stored; cost grows with ``n_a^2 + n_v^2 + n_f * n``, not ``n^2``.
-  The comparison rules of :mod:`zorro.masks` run the same way: ``"bottleneck"`` as one call
-  per query type over its modality and the fusion tokens, ``"full"`` as one call over the
-  whole sequence.
-* ``"eager"`` -- the reference: the full ``(n, n)`` score matrix, a dense boolean mask from
-  :func:`zorro.masks.dense_mask`, softmax, weighted sum. Slow and memory-hungry by design;
-  it is what the other backends are tested against.
+* ``"sdpa"`` (default) -- *block-sparse by construction*: one
+  :func:`torch.nn.functional.scaled_dot_product_attention` call per query block, over the key
+  blocks the rule allows it (neighbouring query blocks that see the same keys share a call, so
+  ``"full"`` is one call). Under ``"zorro"`` a modality's queries meet only its own keys and
+  the fusion queries meet every key: masked blocks are never computed nor stored, and cost
+  grows with ``sum(n_m^2) + n_f * n``, not ``n^2``. Keys allowed to a block that are not
+  neighbours in the sequence are gathered into one tensor for that call.
+* ``"eager"`` -- the reference: the full ``(n, n)`` score matrix, a dense boolean mask,
+  softmax, weighted sum. Slow and memory-hungry by design; it is what the other backends
+  are tested against.
 * ``"flex"`` -- :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask
-  built from the same rule table (best under ``torch.compile`` on CUDA). Only the self-attention
+  built from the same rule (best under ``torch.compile`` on CUDA). Only the self-attention
   layers use it; the pooling step, a handful of queries, uses the SDPA split.
+
+Padding: modalities of variable length (``text``, ``sequence``) come with a boolean mask,
+True for real tokens. Padded keys are never attended to. A query whose allowed keys are all
+padding (a block of a sample that has no real token of that modality) attends to its block's
+padding instead, so every row stays finite; those positions are never attended to nor pooled,
+and a return token with no real key to pool gives zeros (its embedding is then just the
+return token itself).
 
 Shape letters: ``b`` batch, ``h`` heads, ``n`` tokens, ``r`` return tokens, ``d`` head width.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zorro.layers.norm import LayerNorm
-from zorro.masks import POOL_RULE, SEQUENCE_ORDER, TokenLayout, check_mask_rule, dense_mask, rule_table, self_attention_rule
-from zorro.tokens import TokenTypes
+from zorro.masks import POOL_RULE, TokenLayout, block_table, check_mask_rule
 
 BACKENDS = ("sdpa", "eager", "flex")
 
@@ -51,7 +56,8 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
 
     Args:
         q: ``(b, h, n_q, d)``; k, v: ``(b, h, n_k, d)``.
-        mask: ``(n_q, n_k)`` bool, True where query ``i`` may attend to key ``j``.
+        mask: bool, True where query ``i`` may attend to key ``j``: ``(n_q, n_k)``, or
+            ``(b, 1, n_q, n_k)`` when it differs between samples.
         scale: multiplier of the dot products (``d ** -0.5``).
 
     Returns:
@@ -65,67 +71,147 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     return attn.to(v.dtype) @ v
 
 
-def _sdpa_or_zeros(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """SDPA of ``q (b,h,m,d)`` over ``k, v (b,h,j,d)``; zeros when there is no key (``j == 0``)."""
+def _sdpa_or_zeros(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA of ``q (b,h,m,d)`` over ``k, v (b,h,j,d)`` with an optional bool ``mask``
+    broadcastable to ``(b, h, m, j)``; zeros when there is no key (``j == 0``)."""
     if k.shape[-2] == 0:
         return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _check_padding(layout: TokenLayout, padding: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The padding masks of the layout's blocks that have one, checked: name -> ``(b, n_m)`` bool."""
+    if not padding:
+        return {}
+    out = {}
+    for name, mask in padding.items():
+        if mask is None:
+            continue
+        if mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[1] != layout.count(name):
+            raise ValueError(f"the padding mask of block {name!r} must be a (batch, {layout.count(name)}) bool tensor, "
+                             f"got {tuple(mask.shape)} {mask.dtype}")
+        out[name] = mask
+    return out
+
+
+class _KeyValidity:
+    """Per-sample key validity over a layout: which keys are real, and which query blocks
+    have no real key to attend to (their rows fall back to their own padding)."""
+
+    def __init__(self, layout: TokenLayout, padding: dict[str, torch.Tensor], rule, batch: int, device) -> None:
+        self.layout, self.padding = layout, padding
+        ones = {}
+        parts = []
+        for name, count in layout.blocks:
+            if name in padding:
+                parts.append(padding[name])
+            else:
+                ones.setdefault(count, torch.ones(batch, count, dtype=torch.bool, device=device))
+                parts.append(ones[count])
+        self.valid = torch.cat(parts, dim=1)  # (b, n)
+        # (b, blocks): True where no key a query of the block may see is real
+        self.empty = torch.stack([self.keys(layout.key_blocks(name, rule), fallback=False).any(-1).logical_not()
+                                  for name in layout.names], dim=1)
+
+    def keys(self, blocks: Sequence[int], *, fallback: bool = True) -> torch.Tensor:
+        """``(b, n_k)`` bool over the keys of ``blocks`` (in order); with ``fallback``, a
+        sample with no real key among them gets every key (its rows are padding)."""
+        spans = [self.layout.span(self.layout.names[j]) for j in blocks]
+        if not spans:
+            return self.valid[:, :0]
+        mask = torch.cat([self.valid[:, s] for s in spans], dim=1) if len(spans) > 1 else self.valid[:, spans[0]]
+        return mask | mask.any(-1, keepdim=True).logical_not() if fallback else mask
+
+
+def _gather_keys(layout: TokenLayout, keys: tuple[int, ...], k: torch.Tensor, v: torch.Tensor,
+                 pieces: Sequence[Sequence[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values ``(b, h, n_k, d)`` of the blocks ``keys`` (indices into
+    ``layout.blocks``, in sequence order) from ``k, v (b, h, n, d)``: the tensors themselves
+    when every block is meant, a view when the blocks are neighbours, else one concatenation.
+    ``pieces`` (``q, k, v`` already split into the blocks) lets one block be taken as its piece."""
+    nonempty = tuple(j for j, c in enumerate(layout.counts) if c)
+    if keys == nonempty:  # every key (fusion queries; any query under "full"; the global return token)
+        return k, v
+    if len(keys) == 1 and pieces is not None:  # one block (a modality's own, under "zorro")
+        return pieces[1][keys[0]], pieces[2][keys[0]]
+    spans = [layout.span(layout.names[j]) for j in keys]
+    if spans and all(a.stop == b.start for a, b in zip(spans, spans[1:])):  # neighbours: one view
+        run = slice(spans[0].start, spans[-1].stop)
+        return k[:, :, run], v[:, :, run]
+    if pieces is not None:
+        return torch.cat([pieces[1][j] for j in keys], dim=2), torch.cat([pieces[2][j] for j in keys], dim=2)
+    return torch.cat([k[:, :, s] for s in spans], dim=2), torch.cat([v[:, :, s] for s in spans], dim=2)
 
 
 class AttentionPlan:
     """What one forward pass needs to run the self-attention with a given backend and rule.
 
-    Built once per forward (it depends only on the token layout) and shared by all layers.
+    Built once per forward (it depends only on the token layout and the padding masks) and
+    shared by all layers.
 
     Args:
-        layout: token counts of the packed sequence.
+        layout: the blocks of the packed sequence.
         backend: one of :data:`BACKENDS`.
         device: where the masks live.
-        mask_rule: the self-attention rule by name (:data:`zorro.masks.MASK_RULES`):
-            ``"zorro"`` (default), ``"full"`` or ``"bottleneck"``.
+        mask_rule: the self-attention rule by name (:data:`zorro.masks.MASK_RULES`).
+        padding: optional ``block name -> (b, n_m)`` bool masks, True for real tokens.
 
     Attributes:
         layout, backend, mask_rule: as given.
-        rule: the rule table (query type -> key types).
-        groups: for the ``"sdpa"`` backend, one ``(query span, key span, query types)``
-            per SDPA call: the query types present, in sequence order, with neighbours that
-            share a key span merged into one call (so ``"full"`` is a single call over the
-            whole sequence; ``"zorro"`` never merges).
-        mask: for ``"eager"``, the ``(n, n)`` bool mask; else None.
+        groups: for ``"sdpa"``, one ``(query span, key block indices, (b, 1, 1, n_k) bool
+            mask or None)`` per SDPA call, in sequence order; query blocks that are
+            neighbours and see the same keys share one call.
+        mask: for ``"eager"``, the ``(n, n)`` bool mask, or ``(b, 1, n, n)`` with padding.
         block_mask: for ``"flex"``, a FlexAttention ``BlockMask``; else None.
     """
 
-    def __init__(self, layout: TokenLayout, backend: str, device: torch.device | str, mask_rule: str = "zorro") -> None:
+    def __init__(self, layout: TokenLayout, backend: str, device: torch.device | str, mask_rule: str = "zorro",
+                 padding: Mapping[str, torch.Tensor] | None = None) -> None:
         self.layout = layout
         self.backend = check_backend(backend)
         self.mask_rule = check_mask_rule(mask_rule)
-        self.rule = self_attention_rule(mask_rule)
-        self.groups: list[tuple[slice, slice, tuple[TokenTypes, ...]]] = []
-        for t in SEQUENCE_ORDER:
-            qs, ks = layout.span(t), layout.key_span(t, self.rule)
-            if qs.stop == qs.start:
-                continue  # no query of this type
-            if self.groups and self.groups[-1][1] == ks:
-                prev_qs, _, prev_types = self.groups[-1]
-                self.groups[-1] = (slice(prev_qs.start, qs.stop), ks, prev_types + (t,))
+        padding = _check_padding(layout, padding)
+        batch = next(iter(padding.values())).shape[0] if padding else None
+        validity = _KeyValidity(layout, padding, mask_rule, batch, device) if padding else None
+        self.groups: list[tuple[slice, tuple[int, ...], torch.Tensor | None]] = []
+        for name, count in layout.blocks:
+            if count == 0:
+                continue
+            span = layout.span(name)
+            keys = layout.key_blocks(name, mask_rule)
+            if self.groups and self.groups[-1][1] == keys and self.groups[-1][0].stop == span.start:
+                self.groups[-1] = (slice(self.groups[-1][0].start, span.stop), keys, self.groups[-1][2])
             else:
-                self.groups.append((qs, ks, (t,)))
+                padded = validity is not None and any(layout.names[j] in padding for j in keys)
+                mask = validity.keys(keys)[:, None, None, :] if padded else None
+                self.groups.append((span, keys, mask))
         self.mask = None
         self.block_mask = None
         if backend == "eager":
-            types = layout.token_types(device)
-            self.mask = dense_mask(types, types, self.rule)
+            self.mask = layout.dense_mask(mask_rule, device=device)  # (n, n)
+            if validity is not None:
+                ids = layout.block_ids(device)
+                self.mask = self.mask & (validity.valid[:, None, :] | validity.empty[:, ids][:, :, None])
+                self.mask = self.mask[:, None]  # (b, 1, n, n)
         elif backend == "flex":
             from torch.nn.attention.flex_attention import create_block_mask
 
-            types = layout.token_types(device)
-            table = rule_table(self.rule).to(device)
-
-            def mask_mod(b, h, q_idx, kv_idx):
-                return table[types[q_idx], types[kv_idx]]
-
+            ids = layout.block_ids(device)
+            table = block_table(layout.names, layout.names, mask_rule, device)
             n = layout.total
-            self.block_mask = create_block_mask(mask_mod, None, None, n, n, device=device)
+            if validity is None:
+                def mask_mod(b, h, q_idx, kv_idx):
+                    return table[ids[q_idx], ids[kv_idx]]
+
+                self.block_mask = create_block_mask(mask_mod, None, None, n, n, device=device)
+            else:
+                valid, empty = validity.valid, validity.empty
+
+                def mask_mod(b, h, q_idx, kv_idx):
+                    return table[ids[q_idx], ids[kv_idx]] & (valid[b, kv_idx] | empty[b, ids[q_idx]])
+
+                self.block_mask = create_block_mask(mask_mod, batch, None, n, n, device=device)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """Masked self-attention of ``q, k, v (b, h, n, d)`` -> ``(b, h, n, d)``."""
@@ -146,25 +232,20 @@ class AttentionPlan:
             from torch.nn.attention.flex_attention import flex_attention
 
             return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale).transpose(1, 2)
-        n = q.shape[-2]
-        if len(self.groups) == 1 and (self.groups[0][0].start, self.groups[0][0].stop) == (0, n):
-            qs, ks, _ = self.groups[0]  # one call: every query against one key run ("full")
-            kg, vg = (k, v) if (ks.start, ks.stop) == (0, n) else (k[:, :, ks], v[:, :, ks])
-            return _sdpa_or_zeros(q, kg, vg, scale).transpose(1, 2).contiguous()  # a no-op for the model's q (a view of (b, n, 3, h, d))
-        # Cut q, k, v once into the per-type spans with ``split``: its backward is one
-        # concatenation, where a slice per use costs a full-size zero-fill + copy + add each.
-        sizes = [self.layout.count(t) for t in SEQUENCE_ORDER]
-        pieces = {name: dict(zip(SEQUENCE_ORDER, t.split(sizes, dim=2))) for name, t in (("q", q), ("k", k), ("v", v))}
+        layout, n = self.layout, q.shape[-2]
+        if len(self.groups) == 1 and self.groups[0][0] == slice(0, n):
+            _, keys, mask = self.groups[0]  # one call: every query against the same keys ("full")
+            kg, vg = _gather_keys(layout, keys, k, v)
+            return _sdpa_or_zeros(q, kg, vg, scale, mask).transpose(1, 2).contiguous()  # a no-op for the model's q (a view of (b, n, 3, h, d))
+        # Cut q, k, v once into the blocks with ``split``: its backward is one concatenation,
+        # where a slice per use costs a full-size zero-fill + copy + add each.
+        pieces = [t.split(layout.counts, dim=2) for t in (q, k, v)]
         outs = []
-        for qs, ks, types in self.groups:
-            qg = pieces["q"][types[0]] if len(types) == 1 else q[:, :, qs]
-            if (ks.start, ks.stop) == (0, n):  # every key (fusion queries; any query under "full")
-                kg, vg = k, v
-            elif len(types) == 1 and (ks.start, ks.stop) == (qs.start, qs.stop):  # the query's own span
-                kg, vg = pieces["k"][types[0]], pieces["v"][types[0]]
-            else:  # another contiguous run ("bottleneck": a modality and the fusion tokens)
-                kg, vg = k[:, :, ks], v[:, :, ks]
-            outs.append(_sdpa_or_zeros(qg, kg, vg, scale).transpose(1, 2))  # (b, m, h, d)
+        for span, keys, mask in self.groups:
+            own = [j for j, (name, c) in enumerate(layout.blocks) if c and layout.span(name) == span]
+            qg = pieces[0][own[0]] if own else q[:, :, span]  # one block: its piece; merged blocks: a slice
+            kg, vg = _gather_keys(layout, keys, k, v, pieces)
+            outs.append(_sdpa_or_zeros(qg, kg, vg, scale, mask).transpose(1, 2))  # (b, m, h, d)
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
@@ -194,11 +275,11 @@ class SelfAttention(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Typed return tokens cross-attend to the final token sequence (Zorro's output head).
+    """Return tokens cross-attend to the final token sequence (Zorro's output head).
 
-    A return token of type AUDIO sees audio tokens only, VIDEO video only, FUSION fusion
-    only, GLOBAL every token (:data:`zorro.masks.POOL_RULE`). Queries are normed here; the
-    context is expected to be normed already (the model's final LayerNorm).
+    A return token named after a modality sees that modality's tokens only, ``"fusion"`` the
+    fusion tokens only, ``"global"`` every token (:data:`zorro.masks.POOL_RULE`). Queries are
+    normed here; the context is expected to be normed already (the model's final LayerNorm).
     """
 
     def __init__(self, dim: int, dim_head: int = 64, heads: int = 8) -> None:
@@ -215,42 +296,57 @@ class AttentionPool(nn.Module):
         self,
         queries: torch.Tensor,
         context: torch.Tensor,
-        query_types: Sequence[TokenTypes],
+        query_names: Sequence[str],
         layout: TokenLayout,
         backend: str = "sdpa",
+        padding: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Pool ``context (b, n, dim)`` into ``queries (b, r, dim)`` -> ``(b, r, dim)``.
 
-        ``query_types`` gives the type of each of the ``r`` queries; ``layout`` the token
-        counts of ``context``. The residual is added by the caller.
+        ``query_names`` names each of the ``r`` queries (a modality, ``"fusion"`` or
+        ``"global"``); ``layout`` gives the blocks of ``context``; ``padding`` the optional
+        ``(b, n_m)`` masks of padded blocks (True for real tokens). A query with no real key
+        gives zeros. The residual is added by the caller.
         """
         b, r, _ = queries.shape
         n = context.shape[1]
         q = self.to_q(self.norm(queries)).view(b, r, self.heads, self.dim_head).transpose(1, 2)  # (b, h, r, d)
         k, v = self.to_kv(context).view(b, n, 2, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        padding = _check_padding(layout, padding)
+        validity = _KeyValidity(layout, padding, POOL_RULE, b, context.device) if padding else None
         if backend == "eager":
-            qt = torch.tensor([t.value for t in query_types], dtype=torch.long, device=context.device)
-            mask = dense_mask(qt, layout.token_types(context.device), POOL_RULE)  # (r, n)
+            mask = layout.dense_mask(POOL_RULE, list(query_names), device=context.device)  # (r, n)
+            if validity is not None:
+                mask = (mask & validity.valid[:, None, :])[:, None]  # (b, 1, r, n)
             out = eager_attention(q, k, v, mask, self.scale)
         else:
-            out = self._split(q, k, v, query_types, layout)
+            out = self._split(q, k, v, list(query_names), layout, padding, validity)
         return self.to_out(out.transpose(1, 2).reshape(b, r, self.heads * self.dim_head))
 
-    def _split(self, q, k, v, query_types, layout) -> torch.Tensor:
-        # One SDPA call per distinct return-token type, over that type's key span only.
-        order = sorted(range(len(query_types)), key=lambda i: query_types[i].value)
+    def _split(self, q, k, v, names, layout, padding, validity) -> torch.Tensor:
+        # One SDPA call per distinct return-token name, over the keys that name may see.
+        order = sorted(range(len(names)), key=lambda i: names.index(names[i]))  # stable: grouped by first appearance
         outs, start = [], 0
         while start < len(order):
-            t = query_types[order[start]]
+            name = names[order[start]]
             stop = start
-            while stop < len(order) and query_types[order[stop]] is t:
+            while stop < len(order) and names[order[stop]] == name:
                 stop += 1
             idx = order[start:stop]
-            ks = layout.key_span(t, POOL_RULE)
+            keys = layout.key_blocks(name, POOL_RULE)
             qg = q[:, :, idx[0] : idx[-1] + 1] if idx == list(range(idx[0], idx[-1] + 1)) else q[:, :, idx]
-            outs.append(_sdpa_or_zeros(qg, k[:, :, ks], v[:, :, ks], self.scale))
+            kg, vg = _gather_keys(layout, keys, k, v)
+            mask = None
+            if validity is not None and any(layout.names[j] in padding for j in keys):
+                real = validity.keys(keys, fallback=False)  # (b, n_k)
+                mask = (real | real.any(-1, keepdim=True).logical_not())[:, None, None, :]
+                res = _sdpa_or_zeros(qg, kg, vg, self.scale, mask)
+                res = res * real.any(-1).to(res.dtype)[:, None, None, None]  # no real key: zeros
+            else:
+                res = _sdpa_or_zeros(qg, kg, vg, self.scale)
+            outs.append(res)
             start = stop
-        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (b, h, r, d), sorted by type
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (b, h, r, d), grouped by name
         if order != list(range(len(order))):
             inverse = sorted(range(len(order)), key=lambda i: order[i])
             out = out[:, :, inverse]

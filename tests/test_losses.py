@@ -104,7 +104,7 @@ def test_zorro_contrastive_loss_missing_outputs_and_weights():
     assert set(parts) == {"audio_video", "fusion", "total"}
     with pytest.raises(ValueError, match="missing"):
         ZorroContrastiveLoss()({"audio": z["audio"], "fusion": z["fusion"]}, 2.0)
-    with pytest.raises(ValueError, match="P_A \\+ P_V"):
+    with pytest.raises(ValueError, match=r"\(B, M \* P\)"):
         ZorroContrastiveLoss()({"audio": z["audio"], "video": z["video"], "fusion": z["audio"]}, 2.0)
     with pytest.raises(ValueError, match="fusion_weight"):
         ZorroContrastiveLoss(fusion_weight=-1.0)

@@ -22,36 +22,66 @@ def _batches(loader: Iterable[dict[str, Any]], device: torch.device):
         yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _modalities(model) -> tuple[str, ...]:
+    """The modalities of a task's (or a bare backbone's) model."""
+    backbone = getattr(model, "backbone", model)
+    return tuple(backbone.modality_names)
+
+
+def _has(batch: dict[str, Any], name: str) -> torch.Tensor:
+    flag = batch.get(f"has_{name}")
+    return flag if flag is not None else torch.zeros(len(batch["label"]), dtype=torch.bool, device=batch["label"].device)
+
+
+def _inputs(batch: dict[str, Any], sel: torch.Tensor, names) -> dict[str, torch.Tensor]:
+    """The model's inputs for the rows ``sel`` from the modalities ``names``."""
+    out = {}
+    for name in names:
+        value = batch.get(name)
+        if value is None:
+            continue
+        out[name] = value[sel]
+        mask = batch.get(f"{name}_mask")
+        if mask is not None and not bool(mask[sel].all()):
+            out[f"{name}_mask"] = mask[sel]
+    return out
+
+
+def _short_names(names) -> dict[str, str]:
+    """How retrieval metrics name each modality: its initial when the initials are unique
+    (``a2v_r1``, as for the audio-video model), else its whole name (``audio2accel_r1``)."""
+    initials = [n[0] for n in names]
+    unique = len(set(initials)) == len(initials)
+    return {n: (n[0] if unique else n) for n in names}
+
+
 @torch.no_grad()
 def collect_logits(model: ZorroClassifier, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Logits of every output under three input conditions.
+    """Logits of every output with all inputs, and with each modality alone.
 
-    Returns a dict with ``targets`` (``(N,)`` or ``(N, C)``) and, for each condition
-    ``both`` (audio and video given), ``audio_only`` and ``video_only``, a dict output name
-    -> ``(N, C)`` float logits. Clips lacking a modality contribute only to the conditions
-    they can feed (and to ``both`` through the outputs their inputs allow), so the
-    unimodal conditions hold the clips that have that modality.
+    Returns a dict with, for each condition -- ``both`` (every modality of the model
+    given: audio and video for the audio-video model) and ``<name>_only`` for each modality
+    (``audio_only``, ``video_only``, ``text_only``, ...) -- a dict output name -> ``(N, C)``
+    float logits and ``<condition>_targets`` (``(N,)`` or ``(N, C)``). ``both`` holds the
+    clips having every modality; ``<name>_only`` the clips having that one.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    out: dict[str, dict[str, list[torch.Tensor]]] = {"both": {}, "audio_only": {}, "video_only": {}}
-    targets: dict[str, list[torch.Tensor]] = {"both": [], "audio_only": [], "video_only": []}
+    names = _modalities(model)
+    conditions = ["both"] + [f"{m}_only" for m in names]
+    out: dict[str, dict[str, list[torch.Tensor]]] = {c: {} for c in conditions}
+    targets: dict[str, list[torch.Tensor]] = {c: [] for c in conditions}
     for batch in _batches(loader, device):
-        ha, hv = batch["has_audio"], batch["has_video"]
-        both = ha & hv
-        conditions = [
-            ("both", both, True, True),
-            ("audio_only", ha, True, False),
-            ("video_only", hv, False, True),
-        ]
-        for name, sel, use_a, use_v in conditions:
+        flags = {m: _has(batch, m) for m in names}
+        every = torch.stack(list(flags.values())).all(dim=0)
+        for cond, sel, use in [("both", every, names)] + [(f"{m}_only", flags[m], (m,)) for m in names]:
             if not bool(sel.any()):
                 continue
-            logits = model(audio=batch["audio"][sel] if use_a else None, video=batch["video"][sel] if use_v else None)
+            logits = model(**_inputs(batch, sel, use))
             for head, x in logits.items():
-                out[name].setdefault(head, []).append(x.float().cpu())
-            targets[name].append(batch["label"][sel].cpu())
+                out[cond].setdefault(head, []).append(x.float().cpu())
+            targets[cond].append(batch["label"][sel].cpu())
     model.train(was_training)
     result: dict[str, Any] = {}
     for name in out:
@@ -67,11 +97,12 @@ def evaluate_classifier(
     """Metrics of each classifier head, of their average, and of unimodal inference.
 
     Returns ``{"audio": {...}, "video": {...}, "fusion": {...}, "global": {...},
-    "average": {...}, "audio_only": {...}, "video_only": {...}}`` where each inner dict has
-    ``top1``/``top5`` (single label) or ``mAP`` (multi label). ``audio``...``average`` use
-    both inputs. ``audio_only`` is the model given audio alone: its ``top1``/``mAP`` is the
-    audio output's head (o_A, the modality-pure output), and ``heads`` lists every output
-    computable from audio alone, with their average. ``video_only`` likewise.
+    "average": {...}, "audio_only": {...}, "video_only": {...}}`` (one entry per output and
+    one ``<name>_only`` per modality: ``text_only`` too for a model with text) where each inner
+    dict has ``top1``/``top5`` (single label) or ``mAP`` (multi label). The outputs and
+    ``average`` use every input. ``<name>_only`` is the model given that modality alone: its
+    ``top1``/``mAP`` is that modality's own head (the modality-pure output), and ``heads``
+    lists every output computable from it alone, with their average.
     Single-label results also carry ``confusion`` (the averaged-logit confusion matrix as
     nested lists) under ``average``.
     """
@@ -85,7 +116,8 @@ def evaluate_classifier(
             avg = average_logits(collected["both"])
             cm = confusion_matrix(avg.argmax(-1), collected["both_targets"], avg.shape[-1])
             metrics["average"]["confusion"] = cm.tolist()
-    for cond, own in (("audio_only", "audio"), ("video_only", "video")):
+    for own in _modalities(model):
+        cond = f"{own}_only"
         if cond not in collected:
             continue
         per_head = evaluate_heads(collected[cond], collected[f"{cond}_targets"], multi_label=multi_label)
@@ -98,88 +130,98 @@ def evaluate_classifier(
 def collect_embeddings(
     model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu", unimodal: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Projected (L2-normalised) audio and video embeddings of the clips having both, with labels.
+    """Projected (L2-normalised) embeddings of every contrasted modality, for the clips having them all, with labels.
 
     Args:
         model: the pre-training task (backbone + projections).
         loader: batches of clips (``collate_clips``).
         device: where the model runs.
-        unimodal: False (default): one call with both inputs per batch (o_A and o_V as in
-            pre-training). True: the audio projections come from audio-only calls and the
-            video projections from video-only calls -- what a user of one modality gets, and
-            what differs from the first whenever o_A may see the video (``mask_rule`` other
-            than ``"zorro"``).
+        unimodal: False (default): one call with every input per batch (the modality
+            outputs as in pre-training). True: each modality's projections come from calls
+            with that modality alone -- what a user of one modality gets, and what differs
+            from the first whenever one modality's output may see another (``mask_rule``
+            other than ``"zorro"``).
 
     Returns:
-        ``{"audio": (N, P), "video": (N, P), "label": (N,) or (N, C)}`` float32.
+        ``{"audio": (N, P), "video": (N, P), ..., "label": (N,) or (N, C)}`` float32: one
+        entry per modality of ``model.modalities``.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    acc: dict[str, list[torch.Tensor]] = {"audio": [], "video": [], "label": []}
+    names = model.modalities
+    acc: dict[str, list[torch.Tensor]] = {m: [] for m in (*names, "label")}
     for batch in _batches(loader, device):
-        sel = batch["has_audio"] & batch["has_video"]
+        sel = torch.stack([_has(batch, m) for m in names]).all(dim=0)
         if not bool(sel.any()):
             continue
         if unimodal:
-            proj = {"audio": model(audio=batch["audio"][sel])[1]["audio"], "video": model(video=batch["video"][sel])[1]["video"]}
+            proj = {m: model(**_inputs(batch, sel, (m,)))[1][m] for m in names}
         else:
-            _, proj = model(audio=batch["audio"][sel], video=batch["video"][sel])
-        acc["audio"].append(proj["audio"].float().cpu())
-        acc["video"].append(proj["video"].float().cpu())
+            _, proj = model(**_inputs(batch, sel, names))
+        for m in names:
+            acc[m].append(proj[m].float().cpu())
         acc["label"].append(batch["label"][sel].cpu())
     model.train(was_training)
-    if not acc["audio"]:
-        raise ValueError("no clip with both audio and video to evaluate retrieval on")
+    if not acc["label"]:
+        raise ValueError(f"no clip with every one of {list(names)} to evaluate retrieval on")
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
 def evaluate_retrieval(
     model: ZorroPretrainer, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu", unimodal: bool = False
 ) -> dict[str, float]:
-    """Audio->video and video->audio retrieval R@1/5/10, class level (a query is correct when
-    a retrieved clip has its label) and instance level (its own clip).
+    """Cross-modal retrieval R@1/5/10 for every ordered pair of the contrasted modalities,
+    class level (a query is correct when a retrieved clip has its label) and instance level
+    (its own clip).
 
-    ``unimodal=True`` embeds the audio from audio-only calls and the video from video-only
-    calls (see :func:`collect_embeddings`).
+    ``unimodal=True`` embeds each modality from calls with it alone (see
+    :func:`collect_embeddings`).
 
-    Returns ``{"a2v_r1", "a2v_r5", "a2v_r10", "v2a_r1", ..., "instance_a2v_r1", ...}``.
+    Returns ``{"a2v_r1", "a2v_r5", "a2v_r10", "v2a_r1", ..., "instance_a2v_r1", ...}`` for the
+    audio-video model; with more modalities every ordered pair (``a2t_r1``, ``t2v_r1``, ...),
+    named by initials when those are unique, else by whole names (``audio2accel_r1``).
     """
     emb = collect_embeddings(model, loader, device=device, unimodal=unimodal)
     labels = emb["label"]
     if labels.dim() != 1:
         labels = None  # multi-label: class-level retrieval is not defined here; instance only
-    n = emb["audio"].shape[0]
+    names = model.modalities
+    short = _short_names(names)
+    n = emb[names[0]].shape[0]
     ks = tuple(k for k in (1, 5, 10) if k <= n)
     out: dict[str, float] = {}
-    if labels is not None:
-        for key, value in bidirectional_retrieval_recall(emb["audio"], emb["video"], ks, labels=labels).items():
-            out[_short(key)] = value
-    for key, value in bidirectional_retrieval_recall(emb["audio"], emb["video"], ks).items():
-        out["instance_" + _short(key)] = value
+    for i, a in enumerate(names):
+        for c in names[i + 1:]:
+            for prefix, lab in (("", labels), ("instance_", None)):
+                if prefix == "" and labels is None:
+                    continue
+                for key, value in bidirectional_retrieval_recall(emb[a], emb[c], ks, labels=lab, names=("query", "gallery")).items():
+                    out[prefix + _short(key, a, c, short)] = value
     return out
 
 
-def _short(key: str) -> str:
-    # "audio2video/R@1" -> "a2v_r1"
+def _short(key: str, a: str, c: str, short: dict[str, str]) -> str:
+    # "query2gallery/R@1" of the pair (a, c) -> "a2v_r1"
     pair, metric = key.split("/")
-    src, dst = pair.split("2")
-    return f"{src[0]}2{dst[0]}_{metric.lower().replace('@', '')}"
+    src, dst = (a, c) if pair == "query2gallery" else (c, a)
+    return f"{short[src]}2{short[dst]}_{metric.lower().replace('@', '')}"
 
 
 @torch.no_grad()
 def _embed_all(backbone, loader, device, unimodal: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     acc: dict[str, list[torch.Tensor]] = {}
     labels: list[torch.Tensor] = []
+    names = _modalities(backbone)
     for batch in _batches(loader, device):
-        sel = batch["has_audio"] & batch["has_video"]
+        sel = torch.stack([_has(batch, m) for m in names]).all(dim=0)
         if not bool(sel.any()):
             continue
         if unimodal:
-            embeddings = {"audio": backbone.encode(audio=batch["audio"][sel]).embeddings["audio"],
-                          "video": backbone.encode(video=batch["video"][sel]).embeddings["video"]}
+            embeddings = {m: backbone.encode(**_inputs(batch, sel, (m,))).embeddings[m] for m in names
+                          if m in backbone.return_token_names}
         else:
-            embeddings = backbone.encode(audio=batch["audio"][sel], video=batch["video"][sel]).embeddings
+            embeddings = backbone.encode(**_inputs(batch, sel, names)).embeddings
         for name, e in embeddings.items():
             acc.setdefault(name, []).append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
         labels.append(batch["label"][sel].cpu())
@@ -199,9 +241,10 @@ def centroid_probe(
     Class centroids of the L2-normalised embeddings of ``train_loader``'s clips; each test
     clip gets the class of the most cosine-similar centroid. Single-label data only.
 
-    ``unimodal=False`` (default): every output of the backbone given both inputs.
-    ``unimodal=True``: o_A from audio-only calls and o_V from video-only calls (centroids and
-    test embeddings alike), keyed ``audio`` and ``video``.
+    ``unimodal=False`` (default): every output of the backbone given every input.
+    ``unimodal=True``: each modality's output from calls with that modality alone (o_A from
+    audio-only calls, o_V from video-only calls; centroids and test embeddings alike), keyed
+    by modality.
 
     Returns:
         dict output name -> top-1 fraction in ``[0, 1]``.

@@ -1,6 +1,7 @@
 """Training heads that sit on top of Zorro's pooled outputs.
 
-The Zorro model returns, per clip, up to four pooled embeddings of width ``dim``::
+The Zorro model returns, per clip, pooled embeddings of width ``dim`` by name: one per
+modality (``audio``, ``video``, ``text``, ...) and ``fusion`` and ``global``::
 
     {"audio": (B, D), "video": (B, D), "fusion": (B, D), "global": (B, D)}
 
@@ -40,9 +41,10 @@ __all__ = [
 
 #: Names of the four pooled outputs, in :class:`~zorro.tokens.TokenTypes` order.
 OUTPUT_NAMES: tuple[str, ...] = tuple(t.name.lower() for t in TokenTypes)
-#: Outputs that only see one modality (o_A, o_V).
+#: The audio-video model's outputs that only see one modality (o_A, o_V); any output not in
+#: :data:`MULTIMODAL_NAMES` is a modality's own.
 UNIMODAL_NAMES: tuple[str, ...] = (TokenTypes.AUDIO.name.lower(), TokenTypes.VIDEO.name.lower())
-#: Outputs that see both modalities (o_F, o_G).
+#: Outputs that see every modality (o_F, o_G).
 MULTIMODAL_NAMES: tuple[str, ...] = (TokenTypes.FUSION.name.lower(), TokenTypes.GLOBAL.name.lower())
 
 
@@ -130,17 +132,27 @@ class BatchStandardize(nn.Module):
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, D) -> (B, D)``, standardised per feature (bf16/fp16 input gives fp32)."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, D) -> (B, D)``, standardised per feature (bf16/fp16 input gives fp32).
+
+        ``valid`` (``(B,)`` bool, optional): only these rows enter the training statistics
+        (rows of clips lacking the modality); every row is standardised with them.
+        """
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"BatchStandardize: expected (B, {self.dim}), got {tuple(x.shape)}")
         x = _at_least_fp32(x)
         if not self.training:
             return (x - self.running_mean.to(x.dtype)) * torch.rsqrt(self.running_var.to(x.dtype) + self.eps)
         everyone = gather_with_grad(x)
-        n = everyone.shape[0]
-        mean = everyone.mean(dim=0)
-        var = everyone.var(dim=0, unbiased=False)
+        weight = None if valid is None else gather_with_grad(valid.to(x.dtype))[:, None]  # (W*B, 1), the same on every rank
+        if weight is not None and not bool((weight > 0).all()):
+            n = int(weight.sum())
+            mean = (everyone * weight).sum(dim=0) / max(n, 1)
+            var = ((everyone - mean) ** 2 * weight).sum(dim=0) / max(n, 1)
+        else:
+            n = everyone.shape[0]
+            mean = everyone.mean(dim=0)
+            var = everyone.var(dim=0, unbiased=False)
         with torch.no_grad():
             unbiased = var * (n / (n - 1)) if n > 1 else var
             self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
@@ -160,15 +172,27 @@ def _projection(dim: int, out_dim: int, hidden_dim: int | None, batch_norm: bool
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
+def _project(projection: nn.Module, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Run a projection; its batch standardisation (first layer, if any) takes ``valid``."""
+    if isinstance(projection, BatchStandardize):
+        return projection(x, valid)
+    if isinstance(projection, nn.Sequential) and isinstance(projection[0], BatchStandardize):
+        x = projection[0](x, valid)
+        for layer in list(projection)[1:]:
+            x = layer(x)
+        return x
+    return projection(x)
+
+
 class ContrastiveHead(nn.Module):
     """Per-output projection to an L2-normalised contrastive space, plus the temperature.
 
     Each output name gets its own projection: a :class:`BatchStandardize` (unless
     ``batch_norm=False``) followed by a linear layer, or by a 2-layer GELU MLP when
-    ``hidden_dim`` is given. Unimodal outputs (``audio``, ``video``) are projected to
-    ``proj_dim``; multimodal outputs (``fusion``, ``global``) are projected to
-    ``multimodal_proj_dim`` (default ``2 * proj_dim``) so that they can be contrasted with
-    the concatenation ``[z_A; z_V]`` of the unimodal projections
+    ``hidden_dim`` is given. Unimodal outputs (``audio``, ``video``, any modality's) are
+    projected to ``proj_dim``; multimodal outputs (``fusion``, ``global``) are projected to
+    ``multimodal_proj_dim`` (default ``num_modalities * proj_dim``) so that they can be
+    contrasted with the concatenation ``[z_1; ...; z_M]`` of the unimodal projections
     (see :class:`zorro.losses.ZorroContrastiveLoss`).
 
     The temperature ``tau`` is stored as ``log(1 / tau)`` (the CLIP "logit scale"):
@@ -186,7 +210,9 @@ class ContrastiveHead(nn.Module):
         hidden_dim: hidden width of the projection MLP; ``None`` for a single linear layer.
         names: output names to build projections for.
         multimodal_proj_dim: width of the projections of ``fusion``/``global``
-            (default ``2 * proj_dim``).
+            (default ``num_modalities * proj_dim``).
+        num_modalities: how many unimodal projections the multimodal ones are contrasted
+            with (2: audio and video).
         init_temperature: initial temperature of the learnable scale (dimensionless, > 0).
         max_logit_scale: upper bound of the logit scale ``1 / tau`` (> 0).
         fixed_temperature: if given, use this constant temperature instead of a learnable one.
@@ -207,9 +233,10 @@ class ContrastiveHead(nn.Module):
         max_logit_scale: float = 100.0,
         fixed_temperature: float | None = None,
         batch_norm: bool = True,
+        num_modalities: int = 2,
     ) -> None:
         super().__init__()
-        for arg, value in (("dim", dim), ("proj_dim", proj_dim)):
+        for arg, value in (("dim", dim), ("proj_dim", proj_dim), ("num_modalities", num_modalities)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ContrastiveHead: {arg} must be a positive int, got {value!r}")
         if hidden_dim is not None and (not isinstance(hidden_dim, int) or hidden_dim <= 0):
@@ -217,7 +244,7 @@ class ContrastiveHead(nn.Module):
                 f"ContrastiveHead: hidden_dim must be None or a positive int, got {hidden_dim!r}"
             )
         if multimodal_proj_dim is None:
-            multimodal_proj_dim = 2 * proj_dim
+            multimodal_proj_dim = num_modalities * proj_dim
         if not isinstance(multimodal_proj_dim, int) or multimodal_proj_dim <= 0:
             raise ValueError(
                 "ContrastiveHead: multimodal_proj_dim must be a positive int, "
@@ -280,12 +307,15 @@ class ContrastiveHead(nn.Module):
         if self.learnable_temperature:
             self.log_logit_scale.clamp_(max=math.log(self.max_logit_scale))
 
-    def forward(self, embeddings: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, embeddings: Mapping[str, torch.Tensor],
+                valid: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Project and L2-normalise every output present in ``embeddings``.
 
         Args:
             embeddings: dict name -> ``(B, dim)`` float tensor; names not handled by this head
                 are ignored and missing names are skipped.
+            valid: optional name -> ``(B,)`` bool: the rows that hold a real output of that
+                name (the others, of clips lacking it, are left out of the batch statistics).
 
         Returns:
             dict name -> ``(B, P_name)`` unit-norm tensor (``P = proj_dim`` for unimodal
@@ -298,7 +328,7 @@ class ContrastiveHead(nn.Module):
         present = _check_embeddings(embeddings, self.names, self.dim, "ContrastiveHead")
         out = {}
         for name in present:
-            z = self.projections[name](embeddings[name])
+            z = _project(self.projections[name], embeddings[name], None if valid is None else valid.get(name))
             out[name] = F.normalize(_at_least_fp32(z), dim=-1)
         return out
 

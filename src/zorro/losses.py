@@ -2,28 +2,36 @@
 
 Contrastive objective (:class:`ZorroContrastiveLoss`)
 -----------------------------------------------------
-Let ``z_A, z_V`` (``(B, P)``) be the L2-normalised projections of the unimodal outputs and
-``z_F, z_G`` (``(B, 2P)``) those of the fusion and global outputs
-(:class:`zorro.heads.ContrastiveHead`). The loss is::
+Let ``z_1 ... z_M`` (``(B, P)``) be the L2-normalised projections of the model's modality
+outputs (``z_A, z_V`` for the audio-video model) and ``z_F, z_G`` (``(B, M*P)``) those of the
+fusion and global outputs (:class:`zorro.heads.ContrastiveHead`). The loss is::
 
-    L = NCE(z_A, z_V) + w_F * NCE(z_F, u) + w_G * NCE(z_G, u),   u = [z_A ; z_V] / sqrt(2)
+    L = mean over pairs i < j of NCE(z_i, z_j) + w_F * NCE(z_F, u) + w_G * NCE(z_G, u),
+    u = [z_1 ; ... ; z_M] / sqrt(M)
 
-where ``NCE`` is the symmetric InfoNCE of :func:`info_nce` and ``u`` (unit norm, since
-``z_A`` and ``z_V`` are) is the concatenated unimodal embedding of each clip.
+where ``NCE`` is the symmetric InfoNCE of :func:`info_nce` and ``u`` (unit norm, since every
+``z_m`` is) is the concatenated unimodal embedding of each clip. With audio and video alone
+this is ``NCE(z_A, z_V) + w_F NCE(z_F, u) + w_G NCE(z_G, u)`` with ``u = [z_A; z_V] / sqrt(2)``.
 
-Why this objective for o_F and o_G: the A<->V term is the audio-visual contrastive objective
-that Zorro's modality-pure outputs make possible (it would collapse if o_A could see the
-video), and its positives carry the audio-visual correspondence signal. The multimodal
-outputs have no "other view" of their own, so they are asked to identify *their own clip*
-among the batch's clips as described by the unimodal pair ``[z_A; z_V]`` (and vice versa).
-Because ``u`` is a concatenation, ``cos(z_F, u) = (z_F[:P].z_A + z_F[P:].z_V) / sqrt(2)``:
-z_F must carry what distinguishes the clip in *both* modalities, i.e. it is trained to be a
-joint summary, which is what the fusion/global outputs are for, with negatives from other
-clips preventing collapse. By default ``u`` is detached (``detach_unimodal_targets=True``):
-the unimodal projections and their space are then shaped by the A<->V term only, so adding
-the multimodal terms cannot degrade the unimodal embeddings through the projections; the
-multimodal terms act as a distillation of the audio-visual space into o_F / o_G. The shared
-transformer still receives gradients from all three terms.
+Why this objective for o_F and o_G: the pair terms are the cross-modal contrastive objectives
+that Zorro's modality-pure outputs make possible (they would collapse if o_A could see the
+video), and their positives carry the correspondence signal. The multimodal outputs have no
+"other view" of their own, so they are asked to identify *their own clip* among the batch's
+clips as described by the unimodal embeddings ``u`` (and vice versa). Because ``u`` is a
+concatenation, ``cos(z_F, u) = sum_m z_F[m-th block] . z_m / sqrt(M)``: z_F must carry what
+distinguishes the clip in *every* modality, i.e. it is trained to be a joint summary, which
+is what the fusion/global outputs are for, with negatives from other clips preventing
+collapse. By default ``u`` is detached (``detach_unimodal_targets=True``): the unimodal
+projections and their space are then shaped by the pair terms only, so adding the multimodal
+terms cannot degrade the unimodal embeddings through the projections; the multimodal terms
+act as a distillation of the cross-modal space into o_F / o_G. The shared transformer still
+receives gradients from every term.
+
+Missing modalities: with ``present`` (which clip has which modality), a pair term uses only
+the clips having both modalities of the pair, and ``u`` of a clip holds its present
+modalities (the blocks of absent ones are zero, and ``u`` is divided by the square root of
+the number present, so it stays unit norm). Nothing absent is ever compared: a clip missing
+a caption contributes its audio-video pair and nothing about text.
 
 Supervised objective
 --------------------
@@ -37,6 +45,7 @@ Distributed training
 ``torch.distributed`` is initialised with more than one process. Each rank computes the loss
 of its own rows against the global batch, so the mean over ranks equals the single-process
 loss on the global batch, and DDP's gradient averaging yields the single-process gradient.
+Rows left out (``valid``) keep every rank's batch the same size, as the all-gather needs.
 """
 
 from __future__ import annotations
@@ -110,6 +119,7 @@ def info_nce(
     logit_scale: torch.Tensor | float,
     *,
     gather: bool = True,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between two batches of paired, L2-normalised embeddings.
 
@@ -131,6 +141,10 @@ def info_nce(
         logit_scale: multiplicative inverse temperature ``1 / tau`` (> 0), a float or a 0-d
             tensor (e.g. ``ContrastiveHead.logit_scale()``; gradients flow into it).
         gather: gather negatives across ranks when running distributed.
+        valid: optional ``(B,)`` bool: the rows that take part (as queries, positives and
+            negatives); the others are ignored. The loss is the mean over the valid rows
+            (0 when there is none; with fewer than two valid rows in all, nothing is
+            contrasted). None or all True: every row.
 
     Returns:
         0-d tensor, the loss in nats.
@@ -148,23 +162,47 @@ def info_nce(
     else:
         a_all, b_all = a, b
     targets = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]
+    if valid is not None:
+        if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool or valid.shape != (a.shape[0],):
+            raise ValueError(f"info_nce: valid must be a ({a.shape[0]},) bool tensor, got {getattr(valid, 'shape', valid)!r}")
+        valid_all = _gather_with_grad(valid) if world > 1 else valid
+        if not bool(valid_all.all()):
+            return _masked_info_nce(a, b, a_all, b_all, scale, targets, valid, valid_all)
     loss_ab = F.cross_entropy(scale * a @ b_all.T, targets)
     loss_ba = F.cross_entropy(scale * b @ a_all.T, targets)
     return 0.5 * (loss_ab + loss_ba)
 
 
+def _masked_info_nce(a, b, a_all, b_all, scale, targets, valid, valid_all) -> torch.Tensor:
+    """:func:`info_nce` over the valid rows only: invalid columns are excluded from the
+    softmax and invalid rows from the mean (every rank keeps its full batch for the gather)."""
+    if not bool(valid_all.any()):  # nothing to contrast anywhere: a zero that keeps the graph
+        return (a.sum() + b.sum()) * 0.0
+    excluded = (~valid_all)[None, :]
+    weight = valid.to(a.dtype)
+    count = weight.sum().clamp(min=1.0)
+    loss_ab = F.cross_entropy((scale * a @ b_all.T).masked_fill(excluded, float("-inf")), targets, reduction="none")
+    loss_ba = F.cross_entropy((scale * b @ a_all.T).masked_fill(excluded, float("-inf")), targets, reduction="none")
+    # invalid rows may be all -inf apart from their own (also -inf) target: zero them before the sum
+    per_row = torch.where(valid, loss_ab + loss_ba, torch.zeros_like(loss_ab))
+    return 0.5 * per_row.sum() / count
+
+
 class ZorroContrastiveLoss(nn.Module):
     """Zorro's self-supervised objective on the projected outputs (see the module docstring).
 
-    ``total = NCE(z_A, z_V) + fusion_weight * NCE(z_F, u) + global_weight * NCE(z_G, u)``
-    with ``u = [z_A; z_V] / sqrt(2)`` (detached when ``detach_unimodal_targets``).
-    The fusion / global terms are skipped when those outputs are absent.
+    ``total = mean_{i<j} NCE(z_i, z_j) + fusion_weight * NCE(z_F, u) + global_weight * NCE(z_G, u)``
+    with ``u = [z_1; ...; z_M] / sqrt(M)`` over the modalities (detached when
+    ``detach_unimodal_targets``). The fusion / global terms are skipped when those outputs are
+    absent.
 
     Args:
         fusion_weight: weight ``w_F >= 0`` of the fusion term (0 disables it).
         global_weight: weight ``w_G >= 0`` of the global term (0 disables it).
         detach_unimodal_targets: stop gradients through ``u`` in the multimodal terms.
         gather: gather negatives across ranks under ``torch.distributed`` (see :func:`info_nce`).
+        modalities: the modality outputs, in the order their blocks appear in ``u`` (the
+            model's table order; at least two).
     """
 
     def __init__(
@@ -174,54 +212,91 @@ class ZorroContrastiveLoss(nn.Module):
         global_weight: float = 1.0,
         detach_unimodal_targets: bool = True,
         gather: bool = True,
+        modalities: Sequence[str] = ("audio", "video"),
     ) -> None:
         super().__init__()
         for arg, value in (("fusion_weight", fusion_weight), ("global_weight", global_weight)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"ZorroContrastiveLoss: {arg} must be a finite float >= 0, got {value!r}")
+        modalities = tuple(modalities)
+        if len(modalities) < 2 or len(set(modalities)) != len(modalities) or not all(isinstance(m, str) for m in modalities):
+            raise ValueError(f"ZorroContrastiveLoss: modalities must be at least two distinct names, got {modalities!r}")
         self.fusion_weight = float(fusion_weight)
         self.global_weight = float(global_weight)
         self.detach_unimodal_targets = bool(detach_unimodal_targets)
         self.gather = bool(gather)
+        self.modalities = modalities
+
+    @staticmethod
+    def pair_name(first: str, second: str) -> str:
+        """The name of a pair term in the logged parts: ``"audio_video"``."""
+        return f"{first}_{second}"
 
     def forward(
-        self, projections: Mapping[str, torch.Tensor], logit_scale: torch.Tensor | float
+        self,
+        projections: Mapping[str, torch.Tensor],
+        logit_scale: torch.Tensor | float,
+        present: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Compute the contrastive loss.
 
         Args:
-            projections: dict with ``"audio"`` and ``"video"`` ``(B, P)`` unit-norm tensors and
-                optionally ``"fusion"`` / ``"global"`` ``(B, 2P)`` unit-norm tensors (the output
-                of :class:`zorro.heads.ContrastiveHead`).
+            projections: dict with a ``(B, P)`` unit-norm tensor for every one of
+                ``modalities`` and optionally ``"fusion"`` / ``"global"`` ``(B, M*P)`` unit-norm
+                tensors (the output of :class:`zorro.heads.ContrastiveHead`).
             logit_scale: inverse temperature ``1 / tau`` (float or 0-d tensor, > 0).
+            present: optional ``name -> (B,)`` bool: which clips have each modality (rows of
+                absent ones may hold anything and are never used). A clip with fewer than two
+                modalities takes no part. None: every clip has every modality.
 
         Returns:
-            ``(total, parts)``: ``total`` is a 0-d tensor (nats); ``parts`` maps
-            ``"audio_video"``, ``"fusion"``, ``"global"`` (the unweighted terms that were
-            computed) and ``"total"`` to Python floats, for logging.
+            ``(total, parts)``: ``total`` is a 0-d tensor (nats); ``parts`` maps every pair
+            term (``"audio_video"``, ``"audio_text"``, ...), ``"fusion"``, ``"global"`` (the
+            unweighted terms that were computed) and ``"total"`` to Python floats, for logging.
 
         Raises:
-            ValueError: ``audio`` or ``video`` missing, or a multimodal projection whose width
-                is not that of ``[z_A; z_V]``.
+            ValueError: a modality's projection missing, or a multimodal projection whose
+                width is not that of ``[z_1; ...; z_M]``.
         """
         if not isinstance(projections, Mapping):
             raise TypeError(
                 "ZorroContrastiveLoss: expected a dict of name -> (B, P) projections, "
                 f"got {type(projections).__name__}"
             )
-        missing = [k for k in ("audio", "video") if projections.get(k) is None]
+        missing = [k for k in self.modalities if projections.get(k) is None]
         if missing:
             raise ValueError(
-                f"ZorroContrastiveLoss: the contrastive loss needs both unimodal projections; "
+                f"ZorroContrastiveLoss: the contrastive loss needs a projection of every modality {list(self.modalities)}; "
                 f"missing {missing} (keys: {sorted(projections)})"
             )
-        z_a, z_v = projections["audio"], projections["video"]
-        loss_av = info_nce(z_a, z_v, logit_scale, gather=self.gather)
-        total = loss_av
-        parts = {"audio_video": loss_av}
+        zs = [projections[m] for m in self.modalities]
+        batch = zs[0].shape[0]
+        flags = None
+        if present is not None:
+            flags = [present.get(m) if present.get(m) is not None else torch.ones(batch, dtype=torch.bool, device=zs[0].device)
+                     for m in self.modalities]
+            for m, f in zip(self.modalities, flags):
+                if f.dtype != torch.bool or f.shape != (batch,):
+                    raise ValueError(f"ZorroContrastiveLoss: present[{m!r}] must be a ({batch},) bool tensor, got {tuple(f.shape)} {f.dtype}")
+        parts: dict[str, torch.Tensor] = {}
+        pair_terms = []
+        for i in range(len(zs)):
+            for j in range(i + 1, len(zs)):
+                both = None if flags is None else flags[i] & flags[j]
+                term = info_nce(zs[i], zs[j], logit_scale, gather=self.gather, valid=both)
+                parts[self.pair_name(self.modalities[i], self.modalities[j])] = term
+                pair_terms.append(term)
+        total = pair_terms[0] if len(pair_terms) == 1 else torch.stack(pair_terms).mean()
         terms = (("fusion", self.fusion_weight), ("global", self.global_weight))
         if any(projections.get(n) is not None and w > 0 for n, w in terms):
-            u = torch.cat([z_a, z_v], dim=-1) / math.sqrt(2.0)
+            if flags is None or all(bool(f.all()) for f in flags):  # every clip has everything
+                u = torch.cat(zs, dim=-1) / math.sqrt(len(zs))
+                paired = None if flags is None else torch.ones_like(flags[0])
+            else:
+                count = torch.stack(flags, dim=1).sum(dim=1)  # (B,)
+                u = torch.cat([z * f[:, None].to(z.dtype) for z, f in zip(zs, flags)], dim=-1)
+                u = u / count.clamp(min=1).to(u.dtype).sqrt()[:, None]
+                paired = count >= 2
             if self.detach_unimodal_targets:
                 u = u.detach()
             for name, weight in terms:
@@ -230,10 +305,10 @@ class ZorroContrastiveLoss(nn.Module):
                     continue
                 if isinstance(z, torch.Tensor) and (z.ndim != 2 or z.shape != u.shape):
                     raise ValueError(
-                        f"ZorroContrastiveLoss: projections[{name!r}] must have shape (B, P_A + P_V) "
-                        f"= {tuple(u.shape)} to be contrasted with [z_A; z_V], got {tuple(z.shape)}"
+                        f"ZorroContrastiveLoss: projections[{name!r}] must have shape (B, M * P) "
+                        f"= {tuple(u.shape)} to be contrasted with [z_1; ...; z_M], got {tuple(z.shape)}"
                     )
-                term = info_nce(z, u, logit_scale, gather=self.gather)
+                term = info_nce(z, u, logit_scale, gather=self.gather, valid=paired)
                 parts[name] = term
                 total = total + weight * term
         out = {k: float(v.detach()) for k, v in parts.items()}

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import torch
 
-from zorro.data import split_by_modality
+from zorro.data import modality_inputs, split_by_modality
 from zorro.heads import average_logits
 from zorro.metrics import PROTOCOLS, dataset_metrics
 
@@ -29,8 +29,8 @@ def collect_file_scores(
     """Logits per file (or per window) of a classifier over a loader of ``collate_clips`` batches.
 
     Args:
-        model: a :class:`zorro.tasks.ZorroClassifier` (called with ``audio=``/``video=``,
-            returns a dict output name -> ``(B, C)`` logits).
+        model: a :class:`zorro.tasks.ZorroClassifier` (called with each modality by name,
+            ``audio=``/``video=``/..., returns a dict output name -> ``(B, C)`` logits).
         loader: evaluation batches (``label``, ``path``, ``has_audio``, ``has_video``, ...).
         device: where the model runs.
         average_windows: average the rows that share a ``path`` (windows of one file).
@@ -53,8 +53,9 @@ def collect_file_scores(
             continue
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         out = torch.empty(0)
-        for group in split_by_modality(batch):
-            logits = model(audio=group["audio"], video=group["video"])
+        names = tuple(getattr(getattr(model, "backbone", model), "modality_names", ("audio", "video")))
+        for group in split_by_modality(batch, [m for m in names if f"has_{m}" in batch]):
+            logits = model(**modality_inputs(group, names))
             avg = average_logits(logits).float().cpu()  # (b, C)
             if out.numel() == 0:
                 out = torch.empty(len(batch["label"]), avg.shape[1])

@@ -7,7 +7,7 @@ Main entry points: :func:`read_clip` (one clip from one file), :class:`ClipDatas
 (counting unreadable files across DataLoader workers), :class:`LabelVocab`.
 """
 
-from zorro.data.collate import SkipTracker, collate_clips, split_by_modality
+from zorro.data.collate import SkipTracker, batch_modalities, collate_clips, modality_inputs, split_by_modality
 from zorro.data.datasets import ClipDataset, LabelVocab, ManifestEntry, Skipped, read_manifest, scan_folder
 from zorro.data.shards.reader import ShardDataset
 from zorro.data.shards.sampler import ShardSampler
@@ -39,6 +39,8 @@ __all__ = [
     "scan_folder",
     "collate_clips",
     "split_by_modality",
+    "batch_modalities",
+    "modality_inputs",
     "SkipTracker",
     "CropBox",
     "center_crop_box",

@@ -2,9 +2,13 @@
 
 Missing modalities are batched with *zero fill plus presence masks*: ``audio`` is
 ``(B, samples)`` with zero rows where an example has no audio and ``has_audio[b]`` False
-(same for video). :func:`split_by_modality` then cuts a batch into sub-batches that share
-the same available modalities (audio+video, audio only, video only), so the trainer runs the
-model's unimodal path on examples lacking a modality instead of feeding it zeros.
+(same for video). Items may carry more modalities (a ``text`` caption as ids ``(L,)``, a
+feature ``sequence`` ``(T, D)``): every item key ``<name>`` that goes with a
+``has_<name>`` presence flag is one, and the batch gets ``<name>`` padded on the right to
+the longest in the batch, ``<name>_mask`` (True at real positions) and ``has_<name>``.
+:func:`split_by_modality` then cuts a batch into sub-batches that share the same available
+modalities (audio+video, audio only, video only, ...), so the trainer runs the model on the
+inputs each example has instead of feeding it zeros.
 
 Skipped files: the dataset returns :class:`~zorro.data.datasets.Skipped` (or None) for a file
 it cannot decode; :func:`collate_clips` drops those and records ``num_skipped`` and
@@ -44,6 +48,37 @@ def _stack_optional(values: list[torch.Tensor | None], what: str) -> torch.Tenso
     return out
 
 
+#: Modalities every batch describes (``has_audio``, ``has_video``), present or not.
+CORE_MODALITIES = ("audio", "video")
+
+
+def item_modalities(item: dict[str, Any]) -> list[str]:
+    """The extra modalities an item carries besides audio and video: keys ``<name>`` with a
+    ``has_<name>`` flag (in the item's order)."""
+    return [k[4:] for k in item if k.startswith("has_") and k[4:] not in CORE_MODALITIES and k[4:] in item]
+
+
+def _pad_sequences(values: list[torch.Tensor | None], name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(L_i, ...)`` tensors (None where absent) -> ``(B, max L_i, ...)`` zero-padded and the
+    ``(B, max L_i)`` bool mask of real positions; ``(None, None)`` when none is present."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    first = present[0]
+    for v in present:
+        if v.dim() < 1 or v.shape[1:] != first.shape[1:] or v.dtype != first.dtype:
+            raise ValueError(f"all {name} items in a batch must be (length, ...) tensors agreeing beyond their length and in "
+                             f"dtype, got {tuple(first.shape)} {first.dtype} and {tuple(v.shape)} {v.dtype}")
+    longest = max(int(v.shape[0]) for v in present)
+    out = torch.zeros((len(values), longest) + tuple(first.shape[1:]), dtype=first.dtype)
+    mask = torch.zeros(len(values), longest, dtype=torch.bool)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i, : v.shape[0]] = v
+            mask[i, : v.shape[0]] = True
+    return out, mask
+
+
 def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:
     """Batch dataset items (dicts from :class:`~zorro.data.datasets.ClipDataset`).
 
@@ -55,6 +90,11 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
     or ``(B, C)`` float, ``index`` ``(B,)`` long, ``path`` (list of B str), ``padded``
     ``(B,)`` bool, ``num_skipped`` (int: items dropped because their file was unreadable)
     and ``skipped`` (list of ``(path, reason)``). ``B`` may be 0 when every item was skipped.
+
+    Every other modality the items carry (an item key ``<name>`` with a ``has_<name>`` flag,
+    e.g. ``text`` ids ``(L,)`` or a feature sequence ``(T, D)``) adds ``<name>`` ``(B, L_max,
+    ...)`` zero-padded on the right (None when no item has it), ``<name>_mask`` ``(B, L_max)``
+    bool (True at real positions; all False for an item without it) and ``has_<name>`` ``(B,)``.
     """
     kept = [it for it in items if isinstance(it, dict)]
     skipped = [(it.path, it.reason) for it in items if isinstance(it, Skipped)]
@@ -74,12 +114,18 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
         label = torch.stack([torch.as_tensor(l, dtype=torch.float32) for l in labels])
     else:
         label = torch.as_tensor([int(l) for l in labels], dtype=torch.long)
+    extra: dict[str, Any] = {}
+    for name in dict.fromkeys(n for it in kept for n in item_modalities(it)):
+        values = [it.get(name) for it in kept]
+        extra[name], extra[f"{name}_mask"] = _pad_sequences(values, name)
+        extra[f"has_{name}"] = torch.tensor([v is not None for v in values], dtype=torch.bool)
     return {
         "audio": audio,
         "audio_features": audio_features,
         "video": video,
         "has_audio": torch.tensor([it.get("audio") is not None for it in kept], dtype=torch.bool),
         "has_video": torch.tensor([it.get("video") is not None for it in kept], dtype=torch.bool),
+        **extra,
         "label": label,
         "index": torch.as_tensor([int(it["index"]) for it in kept], dtype=torch.long),
         "path": [str(it.get("path", "")) for it in kept],
@@ -89,38 +135,75 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
     }
 
 
-def split_by_modality(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def batch_modalities(batch: dict[str, Any]) -> list[str]:
+    """Names of the modalities a batch describes: every ``has_<name>`` key, in batch order."""
+    return [k[4:] for k in batch if k.startswith("has_")]
+
+
+def _modality_keys(name: str) -> tuple[str, ...]:
+    return (name, f"{name}_mask", f"{name}_features")
+
+
+def split_by_modality(batch: dict[str, Any], modalities: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     """Yield sub-batches of ``batch`` whose examples share their available modalities.
 
-    Order: audio+video, audio only, video only (empty groups are not yielded). Each
-    sub-batch has the keys of ``batch`` restricted to its examples, ``audio``/``video`` set
-    to None when the group lacks that modality, and ``batch_index`` (``(b,)`` long): the
-    positions of its examples in the original batch.
+    Args:
+        batch: from :func:`collate_clips`.
+        modalities: the modalities to group by (default: every ``has_<name>`` of the batch);
+            the others are set to None in every sub-batch.
+
+    Groups come in order of the presence pattern, most modalities first, and for audio and
+    video as before: audio+video, audio only, video only (empty groups are not yielded;
+    examples with none of ``modalities`` are left out). Each sub-batch has the keys of
+    ``batch`` restricted to its examples, a modality's keys (``<name>``, ``<name>_mask``,
+    ``<name>_features``) set to None when the group lacks it, and ``batch_index`` (``(b,)``
+    long): the positions of its examples in the original batch.
     """
     if not isinstance(batch, dict) or "has_audio" not in batch or "has_video" not in batch:
         raise TypeError("split_by_modality expects a batch dict from collate_clips")
-    ha, hv = batch["has_audio"], batch["has_video"]
-    for want_a, want_v in ((True, True), (True, False), (False, True)):
-        sel = torch.nonzero((ha == want_a) & (hv == want_v), as_tuple=False).flatten()
-        if sel.numel() == 0:
-            continue
+    names = batch_modalities(batch) if modalities is None else list(modalities)
+    unknown = [m for m in names if f"has_{m}" not in batch]
+    if unknown:
+        raise ValueError(f"the batch describes no modality {unknown}; it has {batch_modalities(batch)}")
+    size = batch["has_audio"].shape[0]
+    flags = torch.stack([batch[f"has_{m}"] for m in names], dim=1) if names else torch.zeros(size, 0, dtype=torch.bool)
+    patterns = sorted({tuple(row) for row in flags.tolist() if any(row)}, key=lambda p: (-sum(p), [not x for x in p]))
+    for pattern in patterns:
+        sel = torch.nonzero((flags == torch.tensor(pattern, dtype=torch.bool)).all(dim=1), as_tuple=False).flatten()
         idx = sel.tolist()
+        drop = {key for m, has in zip(names, pattern) if not has for key in _modality_keys(m)}
+        drop |= {key for m in batch_modalities(batch) if m not in names for key in _modality_keys(m)}
         sub: dict[str, Any] = {}
         for key, value in batch.items():
             if key in ("num_skipped", "skipped"):
                 continue
-            if key in ("audio", "audio_features"):
-                sub[key] = value[sel] if (want_a and value is not None) else None
-            elif key == "video":
-                sub[key] = value[sel] if (want_v and value is not None) else None
-            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == ha.shape[0]:
+            if key in drop:
+                sub[key] = None
+            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == size:
                 sub[key] = value[sel]
-            elif isinstance(value, list) and len(value) == ha.shape[0]:
+            elif isinstance(value, list) and len(value) == size:
                 sub[key] = [value[i] for i in idx]
             else:
                 sub[key] = value
         sub["batch_index"] = sel
         yield sub
+
+
+def modality_inputs(batch: dict[str, Any], modalities: Sequence[str]) -> dict[str, Any]:
+    """The model's keyword inputs from a (sub-)batch: ``<name>`` for each of ``modalities``
+    the batch holds, with ``<name>_mask`` when the batch pads it (the mask is dropped when it
+    pads nothing). Audio features are not included (callers choose between waveforms and
+    ``audio_features``)."""
+    out: dict[str, Any] = {}
+    for name in modalities:
+        value = batch.get(name)
+        if value is None:
+            continue
+        out[name] = value
+        mask = batch.get(f"{name}_mask")
+        if mask is not None and not bool(mask.all()):
+            out[f"{name}_mask"] = mask
+    return out
 
 
 class SkipTracker:

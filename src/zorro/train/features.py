@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zorro.audio import AudioFrontend
-from zorro.data import SkipTracker, collate_clips
+from zorro.data import SkipTracker, batch_modalities, collate_clips
 
 __all__ = ["CachedClips"]
 
@@ -37,6 +37,12 @@ class CachedClips(Dataset):
                 item = {"label": int(label) if label.dim() == 0 else label, "index": len(self.items), "path": batch["path"][i]}
                 item["audio"] = batch["audio"][i] if batch["audio"] is not None and batch["has_audio"][i] else None
                 item["video"] = batch["video"][i] if batch["video"] is not None and batch["has_video"][i] else None
+                for name in batch_modalities(batch):  # text, feature sequences: unpadded, with their flag
+                    if name in ("audio", "video"):
+                        continue
+                    has = bool(batch[f"has_{name}"][i])
+                    item[f"has_{name}"] = has
+                    item[name] = batch[name][i][batch[f"{name}_mask"][i]] if has else None
                 self.items.append(item)
         self.num_skipped = tracker.end_epoch()
         if not self.items:

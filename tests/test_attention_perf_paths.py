@@ -330,3 +330,38 @@ def test_grad_checkpointing_compiles_without_graph_breaks():
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
     for g1, g2 in zip(grads, ref_grads):
         torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["zorro", "full", "bottleneck"])
+@pytest.mark.parametrize("counts", [(7, 3, 11), (0, 2, 9), (5, 0, 6)])
+def test_fused_qkv_path_matches_the_plain_views_in_values_and_gradients(rule, counts):
+    """``AttentionPlan.attend_qkv`` cuts the fused projection with ``block_views``, whose
+    backward writes the gradient once: same values and gradients as permute/unbind + split."""
+    layout = TokenLayout.audio_video(*counts)
+    plan = AttentionPlan(layout, "sdpa", "cpu", rule)
+    x = torch.randn(2, layout.total, 3, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: plan.attend_qkv(t, 0.5), (x,), eps=1e-6, atol=1e-5)
+    out = plan.attend_qkv(x, 0.5)
+    w = torch.randn_like(out)
+    (g_fused,) = torch.autograd.grad((out * w).sum(), x)
+    q, k, v = x.permute(2, 0, 3, 1, 4).unbind(0)
+    plain = plan.attend_tokens_first(q, k, v, 0.5)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), x)
+    assert torch.equal(out, plain)
+    torch.testing.assert_close(g_fused, g_plain, atol=1e-12, rtol=0)
+
+
+def test_block_views_backward_leaves_no_copy_of_the_gradient_behind():
+    """One gradient tensor comes back, already in the projection's ``(b, n, s, h, d)`` layout."""
+    from zorro.layers.attention import block_views
+
+    x = torch.randn(2, 9, 3, 2, 4, requires_grad=True)
+    (q, k, v), pieces = block_views(x, (4, 5))
+    assert q.shape == (2, 2, 9, 4) and pieces[1][1].shape == (2, 2, 5, 4)
+    (q.sum() + 2 * pieces[1][0].sum() + 3 * k.sum()).backward()
+    assert x.grad.is_contiguous() and x.grad.shape == x.shape
+    expected = torch.zeros_like(x)
+    expected[:, :, 0] = 1
+    expected[:, :, 1] = 3
+    expected[:, :4, 1] += 2
+    assert torch.equal(x.grad, expected)

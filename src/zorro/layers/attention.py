@@ -124,6 +124,67 @@ class _KeyValidity:
         return mask | mask.any(-1, keepdim=True).logical_not() if fallback else mask
 
 
+class _BlockViews(torch.autograd.Function):
+    """``x (b, n, s, h, d)`` (the fused q/k/v or k/v projection) -> its ``s`` slots as
+    ``(b, h, n, d)`` views, then every block's ``(b, h, n_m, d)`` view of every slot.
+
+    What autograd would do with ``permute(...).unbind(0)`` followed by ``split`` per slot is a
+    concatenation per slot, a stack of the slots and a copy back to ``(b, n, s, h, d)``: three
+    passes over the gradient. This backward writes each gradient once, straight into the
+    ``(b, n, s, h, d)`` layout the projection's backward reads (a slot used whole and in
+    blocks -- the keys of the fusion queries and of a modality's own queries -- is summed in
+    place), and zero-fills only the parts no output used.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, counts: tuple[int, ...]):  # noqa: D102
+        ctx.counts, ctx.shape = counts, x.shape
+        slots = x.permute(2, 0, 3, 1, 4).unbind(0)  # s x (b, h, n, d)
+        out = list(slots)
+        for t in slots:
+            out.extend(t.split(counts, dim=2))
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):  # noqa: D102
+        counts, (b, n, s, h, d) = ctx.counts, ctx.shape
+        ref = next(g for g in grads if g is not None)
+        out = torch.empty(ctx.shape, dtype=ref.dtype, device=ref.device)
+        view = out.permute(2, 0, 3, 1, 4)  # (s, b, h, n, d) view of out
+        blocks = len(counts)
+        for slot in range(s):
+            whole = grads[slot]
+            if whole is not None:
+                view[slot].copy_(whole)
+            start = 0
+            for i, count in enumerate(counts):
+                part = grads[s + slot * blocks + i]
+                region = view[slot][:, :, start : start + count]
+                if part is not None:
+                    region.add_(part) if whole is not None else region.copy_(part)
+                elif whole is None:
+                    region.zero_()
+                start += count
+        return out, None
+
+
+def block_views(x: torch.Tensor, counts: Sequence[int]) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """The slots of a fused projection ``x (b, n, s, h, d)`` as ``(b, h, n, d)`` views, and each
+    slot cut into blocks of ``counts`` tokens: ``(slots, pieces)`` with ``pieces[slot][block]``
+    a ``(b, h, n_block, d)`` view. With gradients, :class:`_BlockViews` routes them back in one
+    pass; without, plain views."""
+    counts = tuple(int(c) for c in counts)
+    s = x.shape[2]
+    if torch.is_grad_enabled() and x.requires_grad:
+        out = _BlockViews.apply(x, counts)
+    else:
+        slots = x.permute(2, 0, 3, 1, 4).unbind(0)
+        out = (*slots, *(p for t in slots for p in t.split(counts, dim=2)))
+    slots = list(out[:s])
+    pieces = [list(out[s + i * len(counts) : s + (i + 1) * len(counts)]) for i in range(s)]
+    return slots, pieces
+
+
 def _gather_keys(layout: TokenLayout, keys: tuple[int, ...], k: torch.Tensor, v: torch.Tensor,
                  pieces: Sequence[Sequence[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys and values ``(b, h, n_k, d)`` of the blocks ``keys`` (indices into
@@ -213,6 +274,19 @@ class AttentionPlan:
 
                 self.block_mask = create_block_mask(mask_mod, batch, None, n, n, device=device)
 
+    def attend_qkv(self, qkv: torch.Tensor, scale: float) -> torch.Tensor:
+        """Masked self-attention of the fused projection ``qkv (b, n, 3, h, d)`` -> ``(b, n, h, d)``.
+
+        The same as :meth:`attend_tokens_first` on its three slots; with the ``"sdpa"``
+        backend the blocks are cut by :func:`block_views`, whose backward writes the
+        gradient of ``qkv`` in one pass.
+        """
+        if self.backend != "sdpa":
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (b, h, n, d) each
+            return self.attend_tokens_first(q, k, v, scale)
+        (q, k, v), pieces = block_views(qkv, self.layout.counts)
+        return self._sdpa(q, k, v, scale, pieces)
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         """Masked self-attention of ``q, k, v (b, h, n, d)`` -> ``(b, h, n, d)``."""
         return self.attend_tokens_first(q, k, v, scale).transpose(1, 2)
@@ -232,14 +306,20 @@ class AttentionPlan:
             from torch.nn.attention.flex_attention import flex_attention
 
             return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale).transpose(1, 2)
+        return self._sdpa(q, k, v, scale)
+
+    def _sdpa(self, q, k, v, scale: float, pieces=None) -> torch.Tensor:
+        """The ``"sdpa"`` backend: one call per group; ``pieces[slot][block]`` are the blocks of
+        ``q, k, v`` when the caller has cut them (else they are cut here with ``split``, whose
+        backward is one concatenation, where a slice per use costs a full-size zero-fill +
+        copy + add each)."""
         layout, n = self.layout, q.shape[-2]
         if len(self.groups) == 1 and self.groups[0][0] == slice(0, n):
             _, keys, mask = self.groups[0]  # one call: every query against the same keys ("full")
             kg, vg = _gather_keys(layout, keys, k, v)
             return _sdpa_or_zeros(q, kg, vg, scale, mask).transpose(1, 2).contiguous()  # a no-op for the model's q (a view of (b, n, 3, h, d))
-        # Cut q, k, v once into the blocks with ``split``: its backward is one concatenation,
-        # where a slice per use costs a full-size zero-fill + copy + add each.
-        pieces = [t.split(layout.counts, dim=2) for t in (q, k, v)]
+        if pieces is None:
+            pieces = [t.split(layout.counts, dim=2) for t in (q, k, v)]
         outs = []
         for span, keys, mask in self.groups:
             own = [j for j, (name, c) in enumerate(layout.blocks) if c and layout.span(name) == span]
@@ -269,8 +349,7 @@ class SelfAttention(nn.Module):
         """``(b, n, dim) -> (b, n, dim)`` with the attention pattern of ``plan``."""
         b, n, _ = x.shape
         qkv = self.to_qkv(self.norm(x)).view(b, n, 3, self.heads, self.dim_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (b, h, n, d) each
-        out = plan.attend_tokens_first(q, k, v, self.scale)  # (b, n, h, d)
+        out = plan.attend_qkv(qkv, self.scale)  # (b, n, h, d)
         return self.to_out(out.reshape(b, n, self.heads * self.dim_head))
 
 
@@ -311,7 +390,8 @@ class AttentionPool(nn.Module):
         b, r, _ = queries.shape
         n = context.shape[1]
         q = self.to_q(self.norm(queries)).view(b, r, self.heads, self.dim_head).transpose(1, 2)  # (b, h, r, d)
-        k, v = self.to_kv(context).view(b, n, 2, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        kv = self.to_kv(context).view(b, n, 2, self.heads, self.dim_head)
+        (k, v), pieces = block_views(kv, layout.counts)  # (b, h, n, d) each, and per block
         padding = _check_padding(layout, padding)
         validity = _KeyValidity(layout, padding, POOL_RULE, b, context.device) if padding else None
         if backend == "eager":
@@ -320,10 +400,10 @@ class AttentionPool(nn.Module):
                 mask = (mask & validity.valid[:, None, :])[:, None]  # (b, 1, r, n)
             out = eager_attention(q, k, v, mask, self.scale)
         else:
-            out = self._split(q, k, v, list(query_names), layout, padding, validity)
+            out = self._split(q, k, v, list(query_names), layout, padding, validity, [None, *pieces])
         return self.to_out(out.transpose(1, 2).reshape(b, r, self.heads * self.dim_head))
 
-    def _split(self, q, k, v, names, layout, padding, validity) -> torch.Tensor:
+    def _split(self, q, k, v, names, layout, padding, validity, pieces) -> torch.Tensor:
         # One SDPA call per distinct return-token name, over the keys that name may see.
         order = sorted(range(len(names)), key=lambda i: names.index(names[i]))  # stable: grouped by first appearance
         outs, start = [], 0
@@ -335,7 +415,7 @@ class AttentionPool(nn.Module):
             idx = order[start:stop]
             keys = layout.key_blocks(name, POOL_RULE)
             qg = q[:, :, idx[0] : idx[-1] + 1] if idx == list(range(idx[0], idx[-1] + 1)) else q[:, :, idx]
-            kg, vg = _gather_keys(layout, keys, k, v)
+            kg, vg = _gather_keys(layout, keys, k, v, pieces)
             mask = None
             if validity is not None and any(layout.names[j] in padding for j in keys):
                 real = validity.keys(keys, fallback=False)  # (b, n_k)

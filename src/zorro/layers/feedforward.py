@@ -21,9 +21,31 @@ def ff_inner_dim(dim: int, mult: float) -> int:
     return int(dim * mult * 2 / 3)
 
 
-def _pad_weight(weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
-    """``F.pad(weight, pad)``, or ``weight`` itself (no copy) when every pad is 0."""
-    return F.pad(weight, pad) if any(pad) else weight
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matrix product with ``x`` runs in: autocast's where it is on, else ``x``'s."""
+    kind = x.device.type
+    if torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
+def _pad_weight(weight: torch.Tensor, pad: tuple[int, int, int, int], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``F.pad(weight, pad).to(dtype)`` in one pass: ``weight (out, in)`` with ``pad = (0,
+    pad_in, 0, pad_out)`` -> ``(out + pad_out, in + pad_in)``. Only the padding is
+    zero-filled (``F.pad`` fills the whole buffer, then copies, then a cast copies again);
+    ``weight`` itself (or its cast) when nothing is padded."""
+    dtype = weight.dtype if dtype is None else dtype
+    if not any(pad):
+        return weight if dtype == weight.dtype else weight.to(dtype)
+    _, pad_in, _, pad_out = pad
+    rows, cols = weight.shape
+    out = weight.new_empty(rows + pad_out, cols + pad_in, dtype=dtype)
+    out[:rows, :cols].copy_(weight)
+    if pad_out:
+        out[rows:].zero_()
+    if pad_in:
+        out[:rows, cols:].zero_()
+    return out
 
 
 class _PaddedLinear(torch.autograd.Function):
@@ -40,14 +62,14 @@ class _PaddedLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(x, weight)
         ctx.pad = pad
-        return F.linear(x, F.pad(weight, pad))
+        return F.linear(x, _pad_weight(weight, pad, _compute_dtype(x)))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad @ F.pad(weight, ctx.pad).to(grad.dtype)).to(x.dtype)
+            grad_x = (grad @ _pad_weight(weight, ctx.pad, grad.dtype)).to(x.dtype)
         if ctx.needs_input_grad[1]:
             g2 = grad.reshape(-1, grad.shape[-1])
             full = g2.t() @ x.reshape(-1, x.shape[-1]).to(grad.dtype)  # (out + pad, in + pad)
@@ -73,7 +95,7 @@ class _GegluProject(torch.autograd.Function):
         ctx.save_for_backward(value, gate, weight)
         ctx.pad = pad
         hidden = F.gelu(gate).mul_(value)
-        return F.linear(hidden, _pad_weight(weight, pad))
+        return F.linear(hidden, _pad_weight(weight, pad, _compute_dtype(hidden)))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
@@ -88,7 +110,7 @@ class _GegluProject(torch.autograd.Function):
             grad_w = full[: weight.shape[0], : weight.shape[1]].to(weight.dtype)
         grad_value = grad_gate = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            grad_hidden = grad @ _pad_weight(weight, ctx.pad).to(dtype)  # (..., inner + pad)
+            grad_hidden = grad @ _pad_weight(weight, ctx.pad, dtype)  # (..., inner + pad)
             if ctx.needs_input_grad[0]:
                 grad_value = (grad_hidden * act).to(value.dtype)
             del act
@@ -103,7 +125,7 @@ def padded_linear(x: torch.Tensor, weight: torch.Tensor, pad: tuple[int, int, in
     not kept for backward."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _PaddedLinear.apply(x, weight, pad)
-    return F.linear(x, F.pad(weight, pad))
+    return F.linear(x, _pad_weight(weight, pad, _compute_dtype(x)))
 
 
 def geglu_project(value: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
@@ -118,7 +140,8 @@ def geglu_project(value: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
     """
     if torch.is_grad_enabled() and (value.requires_grad or gate.requires_grad or weight.requires_grad):
         return _GegluProject.apply(value, gate, weight, pad)
-    return F.linear(F.gelu(gate).mul_(value), _pad_weight(weight, pad))
+    hidden = F.gelu(gate).mul_(value)
+    return F.linear(hidden, _pad_weight(weight, pad, _compute_dtype(hidden)))
 
 
 class FeedForward(nn.Module):

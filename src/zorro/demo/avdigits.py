@@ -17,8 +17,10 @@ Clips are real media files, ``root/media/{split}/{split}_{index:05d}.mp4``: H.26
 (yuv420p, ``image_size`` squared, constant ``num_frames / duration`` frames per second,
 no B-frames) and AAC-LC audio (mono, ``sample_rate`` Hz, starting at time 0). Manifests
 ``root/train.csv`` and ``root/test.csv`` list them with paths *relative to the manifest's
-folder* (``root``); ``root/info.json`` records the build (it is written last, so a
-partial build is redone by the next call).
+folder* (``root``), and a ``text`` column with a caption naming the digit
+(:mod:`zorro.demo.captions`: the test split's templates are held out from training);
+``root/info.json`` records the build (it is written last, so a partial build is redone by
+the next call).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from zorro.demo.captions import caption
 from zorro.demo.speech import Espeak, EspeakSpec, find_espeak, open_espeak
 
 __all__ = [
@@ -58,7 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the content of a build with the same parameters changes.
-AVDIGITS_VERSION = 4
+AVDIGITS_VERSION = 5
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -466,7 +469,7 @@ def _make_clip(job: dict[str, Any]) -> dict[str, Any]:
         np.asarray(job["image"]), rng, num_frames=job["num_frames"], image_size=job["image_size"], colour_prob=job["colour_prob"]
     )
     write_clip(job["file"], video, audio, fps=job["fps"], sample_rate=job["sample_rate"])
-    row = {k: job[k] for k in ("path", "label", "digit", "voice", "accent", "variant", "speed", "pitch", "image_index")}
+    row = {k: job[k] for k in ("path", "label", "digit", "voice", "accent", "variant", "speed", "pitch", "image_index", "text")}
     row.update(audio_meta)
     row.update(video_meta)
     return row
@@ -483,7 +486,7 @@ def _make_chunk(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 MANIFEST_COLUMNS = (
     "path", "label", "digit", "voice", "accent", "variant", "speed", "pitch", "image_index",
-    "onset_s", "speech_s", "gain", "snr_db", "colour", "size_start_px", "size_end_px",
+    "onset_s", "speech_s", "gain", "snr_db", "colour", "size_start_px", "size_end_px", "text",
 )
 
 
@@ -554,6 +557,7 @@ def _plan_split(split: str, count: int, rng: np.random.Generator, images: np.nda
             "file": str(root / rel),
             "label": DIGIT_WORDS[digit],
             "digit": digit,
+            "text": caption(split, i, digit),
             "voice": f"{accent}+{variant}" if variant else accent,
             "accent": accent,
             "variant": variant,

@@ -6,13 +6,23 @@ All functions run under ``torch.no_grad`` in eval mode and return plain dicts of
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from zorro.fileio import atomic_write_text
 from zorro.heads import average_logits
 from zorro.metrics import bidirectional_retrieval_recall, confusion_matrix, evaluate_heads
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
+
+logger = logging.getLogger(__name__)
+
+
+#: The inputs a batch may carry, each with its ``has_<name>`` presence flags.
+INPUTS = ("audio", "video")
 
 
 def _batches(loader: Iterable[dict[str, Any]], device: torch.device):
@@ -22,43 +32,100 @@ def _batches(loader: Iterable[dict[str, Any]], device: torch.device):
         yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _conditions(batch: dict[str, Any]) -> list[tuple[str, torch.Tensor, tuple[str, ...]]]:
+    """``(condition, selected rows, inputs given)`` for one batch: ``both`` (the clips that
+    have every input, given all of them), then ``<input>_only`` for each input alone."""
+    flags = {name: batch[f"has_{name}"] for name in INPUTS if f"has_{name}" in batch}
+    if not flags:
+        return []
+    every = torch.stack(list(flags.values())).all(0)
+    return [("both", every, tuple(flags))] + [(f"{name}_only", flag, (name,)) for name, flag in flags.items()]
+
+
+def _condition_order(name: str) -> int:
+    order = ["both"] + [f"{m}_only" for m in INPUTS]
+    return order.index(name) if name in order else len(order)
+
+
 @torch.no_grad()
 def collect_logits(model: ZorroClassifier, loader: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Logits of every output under three input conditions.
 
-    Returns a dict with ``targets`` (``(N,)`` or ``(N, C)``) and, for each condition
-    ``both`` (audio and video given), ``audio_only`` and ``video_only``, a dict output name
-    -> ``(N, C)`` float logits. Clips lacking a modality contribute only to the conditions
-    they can feed (and to ``both`` through the outputs their inputs allow), so the
-    unimodal conditions hold the clips that have that modality.
+    Returns a dict with, for each condition ``both`` (audio and video given), ``audio_only``
+    and ``video_only`` that has clips, a dict output name -> ``(N, C)`` float logits, and
+    ``<condition>_targets`` (``(N,)`` or ``(N, C)``). Clips lacking a modality contribute
+    only to the conditions they can feed, so the unimodal conditions hold the clips that
+    have that modality.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    out: dict[str, dict[str, list[torch.Tensor]]] = {"both": {}, "audio_only": {}, "video_only": {}}
-    targets: dict[str, list[torch.Tensor]] = {"both": [], "audio_only": [], "video_only": []}
+    out: dict[str, dict[str, list[torch.Tensor]]] = {}
+    targets: dict[str, list[torch.Tensor]] = {}
     for batch in _batches(loader, device):
-        ha, hv = batch["has_audio"], batch["has_video"]
-        both = ha & hv
-        conditions = [
-            ("both", both, True, True),
-            ("audio_only", ha, True, False),
-            ("video_only", hv, False, True),
-        ]
-        for name, sel, use_a, use_v in conditions:
+        for name, sel, given in _conditions(batch):
             if not bool(sel.any()):
                 continue
-            logits = model(audio=batch["audio"][sel] if use_a else None, video=batch["video"][sel] if use_v else None)
+            logits = model(**{m: batch[m][sel] for m in given})
             for head, x in logits.items():
-                out[name].setdefault(head, []).append(x.float().cpu())
-            targets[name].append(batch["label"][sel].cpu())
+                out.setdefault(name, {}).setdefault(head, []).append(x.float().cpu())
+            targets.setdefault(name, []).append(batch["label"][sel].cpu())
     model.train(was_training)
     result: dict[str, Any] = {}
-    for name in out:
-        if targets[name]:
-            result[name] = {head: torch.cat(xs) for head, xs in out[name].items()}
-            result[f"{name}_targets"] = torch.cat(targets[name])
+    for name in sorted(out, key=_condition_order):
+        result[name] = {head: torch.cat(xs) for head, xs in out[name].items()}
+        result[f"{name}_targets"] = torch.cat(targets[name])
     return result
+
+
+def _evaluated(collected: Mapping[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every evaluated entry of :func:`classifier_metrics` as ``(logits, targets)``: each
+    output given every input, their average, and for each ``<input>_only`` condition the
+    input's own output (the average of what that input feeds when it has none)."""
+    entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if "both" in collected:
+        targets = collected["both_targets"]
+        for head, x in collected["both"].items():
+            entries[head] = (x, targets)
+        entries["average"] = (average_logits(collected["both"]), targets)
+    for cond in collected:
+        if cond.endswith("_only") and not cond.endswith("_targets"):
+            own = cond[: -len("_only")]
+            logits = collected[cond]
+            entries[cond] = (logits[own] if own in logits else average_logits(logits), collected[f"{cond}_targets"])
+    return entries
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean cross-entropy (nats) of single-label logits."""
+    return float(torch.nn.functional.cross_entropy(logits.double(), targets.long()))
+
+
+def classifier_metrics(collected: Mapping[str, Any], *, multi_label: bool = False) -> dict[str, Any]:
+    """The metrics :func:`evaluate_classifier` returns, from :func:`collect_logits`' output."""
+    metrics: dict[str, Any] = {}
+    if "both" in collected:
+        targets = collected["both_targets"]
+        per_head = evaluate_heads(collected["both"], targets, multi_label=multi_label)
+        metrics.update({k: dict(v) for k, v in per_head.items()})
+        if not multi_label:
+            for head, x in collected["both"].items():
+                metrics[head]["nll"] = _nll(x, targets)
+            avg = average_logits(collected["both"])
+            metrics["average"]["nll"] = _nll(avg, targets)
+            metrics["average"]["confusion"] = confusion_matrix(avg.argmax(-1), targets, avg.shape[-1]).tolist()
+    for cond in collected:
+        if not cond.endswith("_only") or cond.endswith("_targets"):
+            continue
+        targets = collected[f"{cond}_targets"]
+        per_head = evaluate_heads(collected[cond], targets, multi_label=multi_label)
+        own = cond[: -len("_only")]
+        main = dict(per_head.get(own, per_head["average"]))
+        if not multi_label:
+            logits = collected[cond]
+            main["nll"] = _nll(logits[own] if own in logits else average_logits(logits), targets)
+        metrics[cond] = {**main, "heads": per_head}
+    return metrics
 
 
 def evaluate_classifier(
@@ -67,31 +134,69 @@ def evaluate_classifier(
     """Metrics of each classifier head, of their average, and of unimodal inference.
 
     Returns ``{"audio": {...}, "video": {...}, "fusion": {...}, "global": {...},
-    "average": {...}, "audio_only": {...}, "video_only": {...}}`` where each inner dict has
-    ``top1``/``top5`` (single label) or ``mAP`` (multi label). ``audio``...``average`` use
-    both inputs. ``audio_only`` is the model given audio alone: its ``top1``/``mAP`` is the
-    audio output's head (o_A, the modality-pure output), and ``heads`` lists every output
+    "average": {...}, "audio_only": {...}, "video_only": {...}}`` (the outputs the model
+    has) where each inner dict has ``top1``/``top5`` and ``nll`` (mean cross-entropy, nats)
+    for single-label data, or ``mAP`` for multi-label data. ``audio``...``average`` use both
+    inputs. ``audio_only`` is the model given audio alone: its metrics are the audio
+    output's head (o_A, the modality-pure output), and ``heads`` lists every output
     computable from audio alone, with their average. ``video_only`` likewise.
     Single-label results also carry ``confusion`` (the averaged-logit confusion matrix as
-    nested lists) under ``average``.
+    nested lists) under ``average``; :func:`confusion_report` gives one for every entry.
     """
-    collected = collect_logits(model, loader, device=device)
-    metrics: dict[str, Any] = {}
+    return classifier_metrics(collect_logits(model, loader, device=device), multi_label=multi_label)
 
-    if "both" in collected:
-        per_head = evaluate_heads(collected["both"], collected["both_targets"], multi_label=multi_label)
-        metrics.update({k: dict(v) for k, v in per_head.items()})
-        if not multi_label:
-            avg = average_logits(collected["both"])
-            cm = confusion_matrix(avg.argmax(-1), collected["both_targets"], avg.shape[-1])
-            metrics["average"]["confusion"] = cm.tolist()
-    for cond, own in (("audio_only", "audio"), ("video_only", "video")):
-        if cond not in collected:
-            continue
-        per_head = evaluate_heads(collected[cond], collected[f"{cond}_targets"], multi_label=multi_label)
-        main = per_head.get(own, per_head["average"])
-        metrics[cond] = {**main, "heads": per_head}
-    return metrics
+
+def confusion_report(collected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Confusion matrix and per-class accuracy of every evaluated entry (single-label data).
+
+    Args:
+        collected: :func:`collect_logits` output.
+
+    Returns:
+        entry name (``audio``, ..., ``average``, ``audio_only``, ``video_only``: those
+        evaluated) -> ``{"confusion": (C, C) nested int lists (rows: true class, columns:
+        predicted), "per_class_top1": C fractions (None for a class with no clip),
+        "support": C clip counts, "top1": fraction}``.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for name, (logits, targets) in _evaluated(collected).items():
+        if targets.dim() != 1:
+            raise ValueError("confusion_report needs single-label targets (N,)")
+        cm = confusion_matrix(logits.argmax(-1), targets, logits.shape[-1])
+        support = cm.sum(1)
+        correct = cm.diagonal()
+        per_class = [float(c) / float(n) if n else None for c, n in zip(correct.tolist(), support.tolist())]
+        report[name] = {"confusion": cm.tolist(), "per_class_top1": per_class, "support": support.tolist(),
+                        "top1": float(correct.sum()) / max(1, int(support.sum()))}
+    return report
+
+
+def write_confusion_report(report: Mapping[str, Mapping[str, Any]], labels: Sequence[str], folder: str | Path) -> list[Path]:
+    """Write :func:`confusion_report` as ``folder/confusion_<entry>.json`` (the matrix,
+    per-class accuracy and support, with the label names) and ``folder/confusion_<entry>.png``
+    (a plot; skipped with a warning when matplotlib is missing). Returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, entry in report.items():
+        doc = {"output": name, "labels": list(labels), **{k: entry[k] for k in ("top1", "per_class_top1", "support", "confusion")}}
+        written.append(atomic_write_text(folder / f"confusion_{name}.json", json.dumps(doc, indent=1)))
+        try:
+            from zorro.plots import plot_confusion
+
+            plot_confusion(entry["confusion"], list(labels), folder / f"confusion_{name}.png", title=f"{name} (top-1 {entry['top1']:.3f})")
+            written.append(folder / f"confusion_{name}.png")
+        except ImportError as err:
+            logger.warning("no confusion plots: %s", err)
+            break
+    return written
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of a metrics dict worth a console line: each entry's float metrics,
+    rounded to 4 places (no confusion matrices or per-head details)."""
+    return {k: ({m: round(v, 4) for m, v in val.items() if isinstance(v, float)} if isinstance(val, Mapping) else val)
+            for k, val in metrics.items()}
 
 
 @torch.no_grad()

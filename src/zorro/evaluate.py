@@ -172,20 +172,21 @@ def confusion_report(collected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def write_confusion_report(report: Mapping[str, Mapping[str, Any]], labels: Sequence[str], folder: str | Path) -> list[Path]:
-    """Write :func:`confusion_report` as ``folder/confusion_<entry>.json`` (the matrix,
-    per-class accuracy and support, with the label names) and ``folder/confusion_<entry>.png``
-    (a plot; skipped with a warning when matplotlib is missing). Returns the files written."""
+    """Write :func:`confusion_report` as ``folder/<entry>.json`` (the matrix, per-class
+    accuracy and support, with the label names) and ``folder/<entry>.png`` (a plot; skipped
+    with a warning when matplotlib is missing) for each entry (``audio``, ..., ``average``,
+    ``audio_only``, ``video_only``). Returns the files written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, entry in report.items():
         doc = {"output": name, "labels": list(labels), **{k: entry[k] for k in ("top1", "per_class_top1", "support", "confusion")}}
-        written.append(atomic_write_text(folder / f"confusion_{name}.json", json.dumps(doc, indent=1)))
+        written.append(atomic_write_text(folder / f"{name}.json", json.dumps(doc, indent=1)))
         try:
             from zorro.plots import plot_confusion
 
-            plot_confusion(entry["confusion"], list(labels), folder / f"confusion_{name}.png", title=f"{name} (top-1 {entry['top1']:.3f})")
-            written.append(folder / f"confusion_{name}.png")
+            plot_confusion(entry["confusion"], list(labels), folder / f"{name}.png", title=f"{name} (top-1 {entry['top1']:.3f})")
+            written.append(folder / f"{name}.png")
         except ImportError as err:
             logger.warning("no confusion plots: %s", err)
             break

@@ -17,7 +17,6 @@ The forward pass is layered so users reach what they need without surgery:
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zorro.audio import AudioFrontend
+from zorro.audio_crop import warn_audio_crop
 from zorro.layers import AttentionPlan, AttentionPool, AudioPatchEmbed, FeedForward, LayerNorm, SelfAttention, VideoPatchEmbed
 from zorro.layers.attention import check_backend
 from zorro.hub import load_pretrained, push_to_hub, save_pretrained
@@ -179,7 +179,6 @@ class Zorro(nn.Module):
         self.norm = LayerNorm(c.dim)
         self.return_tokens = nn.Parameter(torch.empty(self.max_return_tokens, c.dim))
         self.attn_pool = AttentionPool(c.dim, dim_head=c.dim_head, heads=c.heads)
-        self._warned_crop = False
         self._grad_checkpointing = False
         self.reset_parameters()
 
@@ -375,14 +374,8 @@ class Zorro(nn.Module):
         p1, p2 = self.audio_patch_size
         height, width = spec.shape[-2:]
         rh, rw = height // p1 * p1, width // p2 * p2
-        if (rh, rw) != (height, width):
-            if not self._warned_crop and not torch.compiler.is_compiling():
-                self._warned_crop = True
-                warnings.warn(
-                    f"audio features of shape {(height, width)} (freq, frames) were cropped to {(rh, rw)} to fit "
-                    f"whole {self.audio_patch_size} patches",
-                    stacklevel=3,
-                )
+        if (rh, rw) != (height, width) and not torch.compiler.is_compiling():
+            warn_audio_crop(height, width, self.audio_patch_size, self.audio_frontend)  # once per run, when it matters
         return spec[:, :rh, :rw]
 
     def embed_audio(self, audio: torch.Tensor | None = None, *, features: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:

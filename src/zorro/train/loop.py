@@ -143,8 +143,8 @@ class Trainer:
         self.eval_skips = SkipTracker("evaluation")  # unreadable evaluation files: logged once, listed in skipped_eval.jsonl
         # What the clips held (modalities, padding): counted over the first training epoch and
         # the first evaluation of this process, reported once each (data_report.json).
-        self.data_reports = {name: DataReport(name, duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
-                             for name in ("training", "evaluation")}
+        self.data_reports = {name: DataReport(label, duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
+                             for name, label in (("training", "training (first epoch)"), ("evaluation", "evaluation"))}
         self._reported: set[str] = set()
         self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=False)  # opened by fit()
 

@@ -166,7 +166,7 @@ def resolve_run_config(cfg: TrainConfig, *, arch: Mapping[str, Any], train_set: 
     model_rate = int(arch.get("sample_rate", 16000))
     rate = model_rate if data.sample_rate is None else int(data.sample_rate)
     check_sample_rates(rate, model_rate)
-    if data.sample_rate is None:
+    if cfg.data.sample_rate is None:
         logger.info("audio is decoded at %d Hz, the model's rate (files at other rates are resampled by the decoder)", rate)
     if "sample_rate" in eval_found:
         check_sample_rates(eval_found["sample_rate"], model_rate, where="the evaluation set's sample rate")

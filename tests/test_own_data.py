@@ -331,7 +331,7 @@ def test_an_unknown_label_lists_the_vocabulary(speech, tmp_path):
     with pytest.raises(ValueError) as err:
         ClipDataset(entries, vocab=words)
     text = str(err.value)
-    assert "the manifest has 10 labels not in the vocabulary: ['0', '1', '2'" in text
+    assert "the manifest has 10 unknown labels, not in the given vocabulary: ['0', '1', '2'" in text
     assert "25 labels: ['word00', 'word01'" in text and "'word19'] and 5 more" in text and "word20" not in text
     with pytest.raises(ValueError, match=r"unknown label '7'; the vocabulary has 25 labels: \['word00'"):
         words.index("7")
@@ -399,3 +399,18 @@ def test_data_report_counts_padding_exactly():
     assert s["audio_padding_share"] == pytest.approx(150 / 300) and (s["shortest_audio_s"], s["longest_audio_s"]) == (0.1, 1.0)
     assert "2 of the clips with audio are shorter than the 1 s window" in report.message()
     assert np.isclose(s["mean_audio_s"], 0.5)
+
+
+def test_shards_prepared_before_the_count_was_stored_estimate_it_from_the_padding(tmp_path):
+    from zorro.data import ShardDataset
+    from zorro.data.shards import SampleData, write_samples
+
+    wave = np.zeros(8000, dtype=np.float32)
+    wave[:3000] = 0.25  # 3000 samples of signal, then the window's zero padding
+    write_samples(tmp_path / "s", [SampleData(labels=("a",), audio=wave, end=1.0, padded=True),
+                                   SampleData(labels=("a",), audio=np.full(8000, 0.25, dtype=np.float32), end=1.0)],
+                  labels=["a"], samples_per_shard=2, sample_rate=8000)
+    ds = ShardDataset(tmp_path / "s", train=False, video=False)
+    assert [ds[0]["audio_valid_samples"], ds[1]["audio_valid_samples"]] == [3000, 8000]
+    shorter = ShardDataset(tmp_path / "s", train=False, video=False, duration=0.5)  # the centred half: samples 2000-6000
+    assert shorter[0]["audio_valid_samples"] == 1000

@@ -94,7 +94,7 @@ class LabelVocab:
         missing = sorted({str(u) for u in unknown})
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         return ValueError(
-            f"{where} has {len(missing)} label{'s' if len(missing) != 1 else ''} not in the vocabulary: {missing[:20]}{more}; "
+            f"{where} has {len(missing)} unknown label{'s' if len(missing) != 1 else ''}, not in the given vocabulary: {missing[:20]}{more}; "
             f"the vocabulary (e.g. a run's labels.json) has {self.describe()}. Labels are matched as text, exactly "
             f"(see docs/data.md, 'Labels and a run's vocabulary')"
         )

@@ -82,7 +82,7 @@ class ZorroClassifier(nn.Module):
         per output that was trained: a run whose data never fed an output has no head for it),
         ``labels`` (class names, class-id order) from ``RUN/labels.json`` and ``run_config``
         from ``RUN/config.json``. The clip settings to feed it are that config's ``data``
-        section (:meth:`clip_settings`); ``zorro.train.load_run`` also builds datasets with them.
+        section (:meth:`clip_settings`); ``zorro.train.run_dataset`` builds datasets with them.
 
         Raises:
             FileNotFoundError: a file of the run folder is missing (e.g. a pre-training run,

@@ -35,3 +35,12 @@ def tiny_kwargs(**overrides):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_crop_warnings():
+    """The patch-crop warning is said once per process; each test starts as a fresh run."""
+    from zorro.audio_crop import reset_audio_crop_warnings
+
+    reset_audio_crop_warnings()
+    yield

@@ -25,7 +25,7 @@ def test_items_have_the_clipdataset_layout(shards):
     ds = ShardDataset(shards, train=True, duration=1.0, num_frames=4, image_size=16, sample_rate=8000)
     assert len(ds) == 10 and ds.shard_sizes == [4, 4, 2] and ds.num_classes == 3
     item = ds[5]
-    assert set(item) == {"audio", "video", "label", "index", "path", "start", "padded"}
+    assert set(item) == {"audio", "video", "label", "index", "path", "start", "padded", "audio_valid_samples"}
     assert item["audio"].shape == (8000,) and item["audio"].dtype == torch.float32
     assert item["video"].shape == (3, 4, 16, 16) and item["video"].dtype == torch.float32
     assert item["label"] == 2 and item["index"] == 5 and item["path"] == "media/clip005.mp4"

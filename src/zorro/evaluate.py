@@ -6,13 +6,19 @@ All functions run under ``torch.no_grad`` in eval mode and return plain dicts of
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from zorro.fileio import atomic_write_text
 from zorro.heads import average_logits
 from zorro.metrics import bidirectional_retrieval_recall, confusion_matrix, evaluate_heads
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
+
+logger = logging.getLogger(__name__)
 
 
 def _batches(loader: Iterable[dict[str, Any]], device: torch.device):
@@ -91,39 +97,127 @@ def collect_logits(model: ZorroClassifier, loader: Iterable[dict[str, Any]], *, 
     return result
 
 
+def _evaluated(collected: Mapping[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every evaluated entry of :func:`classifier_metrics` as ``(logits, targets)``: each
+    output given every input, their average, and for each ``<input>_only`` condition the
+    input's own output (the average of what that input feeds when it has none)."""
+    entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if "both" in collected:
+        targets = collected["both_targets"]
+        for head, x in collected["both"].items():
+            entries[head] = (x, targets)
+        entries["average"] = (average_logits(collected["both"]), targets)
+    for cond in collected:
+        if cond.endswith("_only") and not cond.endswith("_targets"):
+            own = cond[: -len("_only")]
+            logits = collected[cond]
+            entries[cond] = (logits[own] if own in logits else average_logits(logits), collected[f"{cond}_targets"])
+    return entries
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean cross-entropy (nats) of single-label logits."""
+    return float(torch.nn.functional.cross_entropy(logits.double(), targets.long()))
+
+
+def classifier_metrics(collected: Mapping[str, Any], *, multi_label: bool = False) -> dict[str, Any]:
+    """The metrics :func:`evaluate_classifier` returns, from :func:`collect_logits`' output."""
+    metrics: dict[str, Any] = {}
+    if "both" in collected:
+        targets = collected["both_targets"]
+        per_head = evaluate_heads(collected["both"], targets, multi_label=multi_label)
+        metrics.update({k: dict(v) for k, v in per_head.items()})
+        if not multi_label:
+            for head, x in collected["both"].items():
+                metrics[head]["nll"] = _nll(x, targets)
+            avg = average_logits(collected["both"])
+            metrics["average"]["nll"] = _nll(avg, targets)
+            metrics["average"]["confusion"] = confusion_matrix(avg.argmax(-1), targets, avg.shape[-1]).tolist()
+    for cond in collected:
+        if not cond.endswith("_only") or cond.endswith("_targets"):
+            continue
+        targets = collected[f"{cond}_targets"]
+        per_head = evaluate_heads(collected[cond], targets, multi_label=multi_label)
+        own = cond[: -len("_only")]
+        main = dict(per_head.get(own, per_head["average"]))
+        if not multi_label:
+            logits = collected[cond]
+            main["nll"] = _nll(logits[own] if own in logits else average_logits(logits), targets)
+        metrics[cond] = {**main, "heads": per_head}
+    return metrics
+
+
 def evaluate_classifier(
     model: ZorroClassifier, loader: Iterable[dict[str, Any]], *, multi_label: bool = False, device: torch.device | str = "cpu"
 ) -> dict[str, Any]:
     """Metrics of each classifier head, of their average, and of unimodal inference.
 
     Returns ``{"audio": {...}, "video": {...}, "fusion": {...}, "global": {...},
-    "average": {...}, "audio_only": {...}, "video_only": {...}}`` (one entry per output and
-    one ``<name>_only`` per modality: ``text_only`` too for a model with text) where each inner
-    dict has ``top1``/``top5`` (single label) or ``mAP`` (multi label). The outputs and
-    ``average`` use every input. ``<name>_only`` is the model given that modality alone: its
-    ``top1``/``mAP`` is that modality's own head (the modality-pure output), and ``heads``
-    lists every output computable from it alone, with their average.
+    "average": {...}, "audio_only": {...}, "video_only": {...}}`` (the outputs the model
+    has, and one ``<name>_only`` per modality: ``text_only`` too for a model with text) where
+    each inner dict has ``top1``/``top5`` and ``nll`` (mean cross-entropy, nats) for
+    single-label data, or ``mAP`` for multi-label data. The outputs and ``average`` use every
+    input. ``<name>_only`` is the model given that modality alone: its metrics are that
+    modality's own head (the modality-pure output), and ``heads`` lists every output
+    computable from it alone, with their average.
     Single-label results also carry ``confusion`` (the averaged-logit confusion matrix as
-    nested lists) under ``average``.
+    nested lists) under ``average``; :func:`confusion_report` gives one for every entry.
     """
-    collected = collect_logits(model, loader, device=device)
-    metrics: dict[str, Any] = {}
+    return classifier_metrics(collect_logits(model, loader, device=device), multi_label=multi_label)
 
-    if "both" in collected:
-        per_head = evaluate_heads(collected["both"], collected["both_targets"], multi_label=multi_label)
-        metrics.update({k: dict(v) for k, v in per_head.items()})
-        if not multi_label:
-            avg = average_logits(collected["both"])
-            cm = confusion_matrix(avg.argmax(-1), collected["both_targets"], avg.shape[-1])
-            metrics["average"]["confusion"] = cm.tolist()
-    for own in _modalities(model):
-        cond = f"{own}_only"
-        if cond not in collected:
-            continue
-        per_head = evaluate_heads(collected[cond], collected[f"{cond}_targets"], multi_label=multi_label)
-        main = per_head.get(own, per_head["average"])
-        metrics[cond] = {**main, "heads": per_head}
-    return metrics
+
+def confusion_report(collected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Confusion matrix and per-class accuracy of every evaluated entry (single-label data).
+
+    Args:
+        collected: :func:`collect_logits` output.
+
+    Returns:
+        entry name (``audio``, ..., ``average``, ``audio_only``, ``video_only``: those
+        evaluated) -> ``{"confusion": (C, C) nested int lists (rows: true class, columns:
+        predicted), "per_class_top1": C fractions (None for a class with no clip),
+        "support": C clip counts, "top1": fraction}``.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for name, (logits, targets) in _evaluated(collected).items():
+        if targets.dim() != 1:
+            raise ValueError("confusion_report needs single-label targets (N,)")
+        cm = confusion_matrix(logits.argmax(-1), targets, logits.shape[-1])
+        support = cm.sum(1)
+        correct = cm.diagonal()
+        per_class = [float(c) / float(n) if n else None for c, n in zip(correct.tolist(), support.tolist())]
+        report[name] = {"confusion": cm.tolist(), "per_class_top1": per_class, "support": support.tolist(),
+                        "top1": float(correct.sum()) / max(1, int(support.sum()))}
+    return report
+
+
+def write_confusion_report(report: Mapping[str, Mapping[str, Any]], labels: Sequence[str], folder: str | Path) -> list[Path]:
+    """Write :func:`confusion_report` as ``folder/<entry>.json`` (the matrix, per-class
+    accuracy and support, with the label names) and ``folder/<entry>.png`` (a plot; skipped
+    with a warning when matplotlib is missing) for each entry (``audio``, ..., ``average``,
+    ``audio_only``, ``video_only``). Returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, entry in report.items():
+        doc = {"output": name, "labels": list(labels), **{k: entry[k] for k in ("top1", "per_class_top1", "support", "confusion")}}
+        written.append(atomic_write_text(folder / f"{name}.json", json.dumps(doc, indent=1)))
+        try:
+            from zorro.plots import plot_confusion
+
+            plot_confusion(entry["confusion"], list(labels), folder / f"{name}.png", title=f"{name} (top-1 {entry['top1']:.3f})")
+            written.append(folder / f"{name}.png")
+        except ImportError as err:
+            logger.warning("no confusion plots: %s", err)
+            break
+    return written
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of a metrics dict worth a console line: each entry's float metrics,
+    rounded to 4 places (no confusion matrices or per-head details)."""
+    return {k: ({m: round(v, 4) for m, v in val.items() if isinstance(v, float)} if isinstance(val, Mapping) else val)
+            for k, val in metrics.items()}
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from zorro.masks import FUSION, GLOBAL, check_mask_rule
 from zorro.modalities import AUDIO_OPTIONS, VIDEO_OPTIONS, check_spec
 from zorro.tokens import TokenTypes
 
-__all__ = ["ZorroConfig", "SEED_RETURN_TOKEN_TYPES", "POS_EMBED_KINDS", "return_token_name"]
+__all__ = ["ZorroConfig", "SEED_RETURN_TOKEN_TYPES", "POS_EMBED_KINDS", "audio_sample_rate", "return_token_name"]
 
 SEED_RETURN_TOKEN_TYPES = (TokenTypes.AUDIO, TokenTypes.VIDEO, TokenTypes.FUSION)
 POS_EMBED_KINDS = ("sincos", "none")
@@ -42,6 +42,19 @@ def _token_type(x: TokenTypes | str | int) -> TokenTypes | str:
     if isinstance(x, str) and x.isidentifier():
         return x.lower()
     raise ValueError(f"unknown return token type {x!r}; expected a modality name or one of {[t.name for t in TokenTypes]}")
+
+
+def audio_sample_rate(options: Mapping[str, Any]) -> int | None:
+    """The rate (Hz) a model's audio is expected at, from its constructor options (a config's
+    ``to_dict()`` or a training config's ``model.arch``): that of the ``audio`` modality (or
+    the first modality of kind ``audio``) of ``modalities``, else the flat ``sample_rate``
+    (16 kHz by default); None for a model whose table has no audio."""
+    table = options.get("modalities")
+    if not table:
+        return int(options.get("sample_rate") or AUDIO_OPTIONS["sample_rate"])
+    audio = table.get("audio") if isinstance(table.get("audio"), Mapping) and table["audio"].get("kind") == "audio" else None
+    audio = audio or next((spec for spec in table.values() if isinstance(spec, Mapping) and spec.get("kind") == "audio"), None)
+    return None if audio is None else int(audio.get("sample_rate", AUDIO_OPTIONS["sample_rate"]))
 
 
 def return_token_name(token: TokenTypes | str) -> str:
@@ -156,6 +169,11 @@ class ZorroConfig:
         audio = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in AUDIO_OPTIONS)}
         video = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in VIDEO_OPTIONS)}
         return {"audio": {"kind": "audio", **audio}, "video": {"kind": "video", **video}}
+
+    @property
+    def audio_sample_rate(self) -> int | None:
+        """The rate (Hz) the model's audio is expected at (see :func:`audio_sample_rate`)."""
+        return audio_sample_rate(self.to_dict())
 
     @property
     def return_token_names(self) -> tuple[str, ...]:

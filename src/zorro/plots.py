@@ -43,16 +43,22 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path, *, title: 
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str | Path, *, title: str = "confusion") -> None:
-    """Plot a ``(C, C)`` confusion matrix (rows: true class, columns: predicted) to ``path``."""
+    """Plot a ``(C, C)`` confusion matrix (rows: true class, columns: predicted) to ``path``.
+
+    Up to 40 classes every cell has its count and every class its name; beyond, the figure
+    stays at most 24 inches wide, counts are left out and names above 80 classes too."""
     plt = _pyplot()
     import numpy as np
 
     m = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(names), 1 + 0.5 * len(names)))
+    c = len(names)
+    side = min(24.0, 1 + 0.5 * c)
+    fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(m.shape[0]):
+    if c <= 80:
+        ax.set_xticks(range(c), names, rotation=45 if c <= 40 else 90, ha="right" if c <= 40 else "center", fontsize=None if c <= 40 else 5)
+        ax.set_yticks(range(c), names, fontsize=None if c <= 40 else 5)
+    for i in range(m.shape[0] if c <= 40 else 0):
         for j in range(m.shape[1]):
             if m[i, j]:
                 ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7, color="white" if m[i, j] > m.max() / 2 else "black")

@@ -11,6 +11,11 @@ Both take any non-empty subset of the backbone's modalities by name (``audio=``,
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
 import torch
 from torch import nn
 
@@ -68,12 +73,61 @@ class ZorroClassifier(nn.Module):
     Args:
         backbone: a :class:`~zorro.model.Zorro`.
         num_classes: number of classes ``C``.
+        names: the outputs to classify (default: every output of the backbone).
     """
 
-    def __init__(self, backbone: Zorro, num_classes: int) -> None:
+    def __init__(self, backbone: Zorro, num_classes: int, *, names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = ClassifierHeads(backbone.config.dim, num_classes, names=output_names(backbone))
+        self.heads = ClassifierHeads(backbone.config.dim, num_classes, names=output_names(backbone) if names is None else tuple(names))
+        self.labels: list[str] | None = None  # class names, in class-id order (set by from_run)
+        self.run_config: dict[str, Any] | None = None  # the run's config.json (set by from_run)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> "ZorroClassifier":
+        """The classifier a supervised run folder (``zorro train``) holds, in eval mode.
+
+        The backbone comes from ``RUN/model``, the heads from ``RUN/heads.safetensors`` (one
+        per output that was trained: a run whose data never fed an output has no head for it),
+        ``labels`` (class names, class-id order) from ``RUN/labels.json`` and ``run_config``
+        from ``RUN/config.json``. The clip settings to feed it are that config's ``data``
+        section (:meth:`clip_settings`); ``zorro.train.run_dataset`` builds datasets with them.
+
+        Raises:
+            FileNotFoundError: a file of the run folder is missing (e.g. a pre-training run,
+                which has no heads).
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(run_dir)
+        for name in ("config.json", "labels.json", "heads.safetensors", "model"):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder} is not a supervised run folder: {name} is missing (train one with `zorro train`)")
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
+        state = load_file(str(folder / "heads.safetensors"), device=str(map_location))
+        backbone = Zorro.from_pretrained(str(folder / "model"), device=map_location)
+        trained = {key.split(".")[1] for key in state if key.startswith("heads.")}
+        names = [n for n in output_names(backbone) if n in trained]
+        if not names:
+            raise ValueError(f"{folder / 'heads.safetensors'} holds no classifier head of the model's outputs {output_names(backbone)}")
+        model = cls(backbone, len(labels), names=names)
+        model.heads.load_state_dict(state, strict=True)
+        model.labels = [str(n) for n in labels]
+        model.run_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return model.eval()
+
+    def clip_settings(self) -> dict[str, Any]:
+        """What :func:`zorro.data.read_clip` needs to read clips as the run trained on them:
+        ``duration`` (s), ``num_frames``, ``image_size`` (pixels) and ``sample_rate`` (Hz), from
+        the run's config (:meth:`from_run`); the model's rate where the run left it unset.
+        Frames are then normalised with the run's ``data.video_mean`` / ``data.video_std``."""
+        if self.run_config is None:
+            raise ValueError("clip_settings needs a classifier loaded with ZorroClassifier.from_run")
+        data = self.run_config.get("data", self.run_config)  # runs written before sections: flat
+        out = {"duration": float(data.get("duration", 2.0)), "num_frames": int(data.get("num_frames", 8)),
+               "image_size": int(data.get("image_size", 224))}
+        out["sample_rate"] = int(data.get("sample_rate") or self.backbone.config.audio_sample_rate)
+        return out
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per output name, each ``(b, C)``; ``inputs`` as for :meth:`zorro.Zorro.encode`

@@ -105,6 +105,7 @@ def _run_training(args: argparse.Namespace, task: str) -> int:
         "data": {"train_manifest": args.train_manifest, "eval_manifest": args.eval_manifest,
                  "train_shards": args.train_shards, "eval_shards": args.eval_shards},
     })
+    data = command_line_data_wins(data, args)
     try:
         cfg = TrainConfig.from_dict(data)
     except (ValueError, TypeError) as exc:  # name the file the bad field came from
@@ -114,12 +115,21 @@ def _run_training(args: argparse.Namespace, task: str) -> int:
         raise type(exc)(f"{where}: {exc}") from exc
     metrics = train(cfg)
     if metrics:
-        logger.info("final evaluation: %s", json.dumps(_headline(metrics)))
+        logger.info("run folder: %s", cfg.run.out_dir)
     return 0
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: ({m: round(v, 4) for m, v in val.items() if isinstance(v, float)} if isinstance(val, dict) else val) for k, val in metrics.items()}
+def command_line_data_wins(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A data source given on the command line replaces the other kind the config names for
+    the same split (``--train-manifest`` drops the config's ``data.train_shards`` and
+    ``--train-shards`` its ``data.train_manifest``; the same for eval), with a log line."""
+    section = dict(data.get("data") or {})
+    for split in ("train", "eval"):
+        for given, other in (("manifest", "shards"), ("shards", "manifest")):
+            if getattr(args, f"{split}_{given}", None) and section.get(f"{split}_{other}"):
+                logger.info("--%s-%s replaces data.%s_%s=%s from the config", split, given, split, other, section[f"{split}_{other}"])
+                section[f"{split}_{other}"] = None
+    return {**data, "data": section} if "data" in data else data
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -130,92 +140,122 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _run_training(args, "supervised")
 
 
-def _load_run(run_dir: Path):
-    """Backbone + heads + vocab + config of a supervised run folder."""
-    from safetensors.torch import load_file
-
-    from zorro.data import LabelVocab
-    from zorro.model import Zorro
-    from zorro.tasks import ZorroClassifier
-    from zorro.train import TrainConfig, sectioned
-
-    cfg = TrainConfig.from_dict(sectioned(json.loads((run_dir / "config.json").read_text())))  # older runs: flat
-    vocab = LabelVocab.load(run_dir / "labels.json")
-    backbone = Zorro.from_pretrained(str(run_dir / "model"))
-    model = ZorroClassifier(backbone, len(vocab))
-    model.heads.load_state_dict(load_file(str(run_dir / "heads.safetensors")), strict=True)
-    return model.eval(), vocab, cfg
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
     from torch.utils.data import DataLoader
 
-    from zorro.data import collate_clips
-    from zorro.evaluate import evaluate_classifier
-    from zorro.train import build_dataset
+    from zorro.data import SkipTracker, collate_clips
+    from zorro.evaluate import classifier_metrics, collect_logits, confusion_report, headline, write_confusion_report
+    from zorro.fileio import atomic_write_text
+    from zorro.train.data_report import DataReport
+    from zorro.train.precision import autocast, resolve_precision
+    from zorro.train.record import with_overrides
+    from zorro.train.run_folder import load_run, run_dataset
 
-    run_dir = Path(args.run)
-    if not (run_dir / "heads.safetensors").exists():
-        raise FileNotFoundError(f"{run_dir} is not a supervised run folder (no heads.safetensors); train one with `zorro train`")
-    model, vocab, cfg = _load_run(run_dir)
-    if bool(args.manifest) == bool(args.shards):
-        raise ValueError("give the evaluation data as --manifest or as --shards (one of them)")
-    if args.shards:
-        from zorro.train.build import build_shard_dataset
-
-        dataset = build_shard_dataset(cfg, args.shards, train=False, vocab=vocab)
-    else:
-        dataset = build_dataset(cfg, args.manifest, train=False, vocab=vocab)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_clips)
-    metrics = evaluate_classifier(model, loader, multi_label=cfg.data.multi_label)
+    run = load_run(Path(args.run))
+    cfg = with_overrides(run.config, duration=args.duration, num_frames=args.num_frames, image_size=args.image_size)
+    dataset = run_dataset(cfg, run.vocab, manifest=args.manifest, shards=args.shards)
+    batch_size = args.batch_size or cfg.data.eval_batch_size
+    workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips)
+    skips = SkipTracker("evaluation")
+    data_report = DataReport("evaluation", duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
+    device = torch.device("cpu")
+    with autocast(resolve_precision(cfg.model.precision, device), device):
+        collected = collect_logits(run.model, data_report.track(skips.track(loader)), device=device)
+    data_report.log()
+    if skips.total_skipped:
+        logger.warning("%d clips could not be read and were left out of the evaluation", skips.total_skipped)
+    metrics = classifier_metrics(collected, multi_label=cfg.data.multi_label)
     protocol = args.protocol or cfg.data.eval_protocol
     if protocol:  # the dataset's metrics, one score per file (zorro.protocols)
         from zorro.protocols import evaluate_protocol
 
-        metrics["protocol"] = evaluate_protocol(model, loader, protocol, average_windows=not args.per_window)
+        metrics["protocol"] = evaluate_protocol(run.model, loader, protocol, average_windows=not args.per_window)
+    report_dir = Path(args.report_dir) if args.report_dir else run.folder / "eval" / _data_name(args, cfg)
+    report_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(metrics, indent=2)
+    atomic_write_text(report_dir / "metrics.json", text)
+    written = [report_dir / "metrics.json"]
+    if not cfg.data.multi_label:
+        written += write_confusion_report(confusion_report(collected), run.vocab.names, report_dir / "confusion")
+    atomic_write_text(report_dir / "data_report.json", json.dumps({"evaluation": data_report.summary(), "unreadable": skips.total_skipped}, indent=2))
     if args.output:
-        Path(args.output).write_text(text)
-    print(json.dumps(_headline(metrics), indent=2))
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, text)
+    logger.info("wrote %s (metrics; per-output confusion matrices and per-class accuracy in %s)", report_dir / "metrics.json", report_dir / "confusion")
+    print(json.dumps(headline(metrics), indent=2))
     return 0
+
+
+def _data_name(args: argparse.Namespace, cfg) -> str:
+    """A folder name for the evaluated data: the manifest's (or shard folder's) name."""
+    source = Path(args.manifest or args.shards or cfg.data.eval_manifest or cfg.data.eval_shards)
+    name = source.stem if source.suffix else source.name
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     import torch
-    from safetensors.torch import save_file
     from torch.utils.data import DataLoader
 
-    from zorro.data import ClipDataset, collate_clips, split_by_modality
+    from zorro.data import (ClipDataset, ManifestEntry, SkipTracker, batch_modalities, collate_clips, modality_inputs, read_manifest,
+                            split_by_modality)
+    from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from zorro.fileio import atomic_write_text
+    from zorro.hub import atomic_save_safetensors
     from zorro.model import Zorro
+    from zorro.train.data_report import DataReport
+    from zorro.train.record import check_sample_rates, with_overrides
+    from zorro.train.run_folder import read_run_config
 
     folder = Path(args.model)
-    if (folder / "model" / "config.json").exists():
-        folder = folder / "model"
-    model = Zorro.from_pretrained(str(folder)).eval()
-    dataset = ClipDataset.from_manifest(
-        args.manifest, train=False, duration=args.duration, num_frames=args.num_frames, image_size=args.image_size,
-        sample_rate=model.config.sample_rate,
-    )
+    is_run = (folder / "model" / "config.json").exists()
+    model = Zorro.from_pretrained(str(folder / "model" if is_run else folder)).eval()
+    if is_run and (folder / "config.json").exists():  # a run folder: read clips as the run did
+        cfg = with_overrides(read_run_config(folder, model_sample_rate=model.config.audio_sample_rate),
+                             duration=args.duration, num_frames=args.num_frames, image_size=args.image_size)
+        d = cfg.data
+        settings = dict(duration=d.duration, num_frames=d.num_frames, image_size=d.image_size, sample_rate=d.sample_rate,
+                        mean=d.video_mean, std=d.video_std)
+    else:  # a from_pretrained folder: the options given, the model's rate
+        settings = dict(duration=args.duration or 2.0, num_frames=args.num_frames or 8, image_size=args.image_size or 224,
+                        sample_rate=model.config.audio_sample_rate, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    check_sample_rates(settings["sample_rate"], model.config.audio_sample_rate, where="the clips' sample rate")
+    entries = read_manifest(args.manifest)
+    # Labels are optional here: unlabelled files get a placeholder class, and the index keeps the real labels.
+    dataset = ClipDataset([ManifestEntry(e.path, e.labels or ("",), e.start, e.end) for e in entries],
+                          multi_label=any(len(e.labels) > 1 for e in entries), train=False, **settings)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_clips)
-    chunks: dict[str, list[torch.Tensor]] = {}
+    names = list(model.return_token_names)
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     index: list[dict[str, Any]] = []
-    skipped = 0
+    skips = SkipTracker()
+    data_report = DataReport("embedded", duration=settings["duration"], sample_rate=settings["sample_rate"])
     with torch.no_grad():
-        for batch in loader:
-            skipped += batch["num_skipped"]
-            for group in split_by_modality(batch):
-                out = model.encode(audio=group["audio"], video=group["video"])
+        for batch in data_report.track(skips.track(loader)):
+            for group in split_by_modality(batch, [m for m in model.modality_names if f"has_{m}" in batch]):
+                out = model.encode(**modality_inputs(group, model.modality_names))
+                n = len(group["batch_index"])
                 for row in group["batch_index"].tolist():
-                    index.append({"row": len(index), "path": batch["path"][row], "has_audio": bool(batch["has_audio"][row]), "has_video": bool(batch["has_video"][row])})
-                for name in ("audio", "video", "fusion", "global"):
+                    entry = entries[int(batch["index"][row])]
+                    index.append({"row": len(index), "path": batch["path"][row], "labels": list(entry.labels),
+                                  **{f"has_{m}": bool(batch[f"has_{m}"][row]) for m in batch_modalities(batch)}})
+                for name in names:
                     value = out.embeddings.get(name)
-                    n = len(group["batch_index"])
-                    chunks.setdefault(name, []).append(value.float() if value is not None else torch.full((n, model.config.dim), float("nan")))
-    tensors = {name: torch.cat(parts).contiguous() for name, parts in chunks.items() if name in {t.name.lower() for t in model.return_token_types}}
+                    chunks[name].append(value.float() if value is not None else torch.full((n, model.config.dim), float("nan")))
+    if not index:
+        raise ValueError(f"no clip of {args.manifest} could be read ({skips.total_skipped} unreadable)")
+    data_report.log()
+    tensors = {name: torch.cat(parts).contiguous() for name, parts in chunks.items()}
     out_path = Path(args.output)
-    save_file(tensors, str(out_path), metadata={"index": json.dumps(index)})
-    out_path.with_suffix(".index.json").write_text(json.dumps(index, indent=1))
-    logger.info("wrote %d embeddings (%s) to %s; %d unreadable files skipped", len(index), ", ".join(tensors), out_path, skipped)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(out_path, tensors, metadata={"index": json.dumps(index)})
+    index_path = out_path.with_suffix(".index.json")
+    atomic_write_text(index_path, json.dumps(index, indent=1))
+    logger.info("wrote %d embeddings (%s) to %s and the row index to %s; %d unreadable files skipped",
+                len(index), ", ".join(tensors), out_path, index_path, skips.total_skipped)
     return 0
 
 
@@ -226,6 +266,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}   checkpoint: {Path(args.out) / 'finetune' / 'model'}")
     return 0
+
+
+def _add_clip_overrides(p: argparse.ArgumentParser, *, plain_defaults: bool = False) -> None:
+    """``--duration``, ``--num-frames``, ``--image-size``: default the run's recorded values
+    (logged when an override differs from them)."""
+    extra = " (a from_pretrained folder: 2.0 s, 8 frames, 224 pixels)" if plain_defaults else ""
+    p.add_argument("--duration", type=float, help="clip length (s); default: what the run trained with" + extra)
+    p.add_argument("--num-frames", type=int, help="frames per clip; default: what the run trained with")
+    p.add_argument("--image-size", type=int, help="square frame side (pixels); default: what the run trained with")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -244,28 +293,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a supervised run on a manifest",
-                       description="Top-1/top-5 (or mAP) of each output, their average, and audio-only / video-only inference.")
+                       description="Top-1/top-5 and cross-entropy (or mAP) of each output, their average, and audio-only / "
+                                   "video-only inference, reading clips with the settings the run trained with (its config.json). "
+                                   "Writes metrics.json and, per evaluated output, a confusion matrix and per-class accuracy "
+                                   "(confusion/<output>.json and .png) to --report-dir.")
     p.add_argument("run", help="run folder written by `zorro train`")
-    p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree")
+    p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree (default: the run's data.eval_manifest)")
     p.add_argument("--shards", help="evaluation shards: a folder written by `zorro prepare` (instead of --manifest)")
+    _add_clip_overrides(p)
     p.add_argument("--protocol", choices=("audioset", "vggsound", "kinetics-sounds", "esc50"),
                    help="also report this dataset's metrics, one score per file (default: the run's data.eval_protocol)")
     p.add_argument("--per-window", action="store_true",
                    help="with --protocol: score every stored window on its own instead of averaging the windows of a file")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--output", help="write the full metrics JSON here")
+    p.add_argument("--batch-size", type=int, help="clips per batch (default: the run's data.eval_batch_size)")
+    p.add_argument("--num-workers", type=int, help="decoding processes (default: the run's data.num_workers)")
+    p.add_argument("--output", help="also write the full metrics JSON here")
+    p.add_argument("--report-dir", help="folder for metrics.json, data_report.json and confusion/ (default: RUN/eval/<data name>)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("embed", help="embeddings of every clip of a manifest (safetensors + index)",
-                       description="Writes one (N, dim) tensor per output (audio, video, fusion, global) to a safetensors "
-                                   "file, NaN rows where a clip lacks the modality, and OUTPUT.index.json mapping rows to files.")
-    p.add_argument("model", help="a from_pretrained folder or a run folder")
-    p.add_argument("--manifest", required=True, help="CSV/JSONL manifest or a folder-per-class tree")
-    p.add_argument("--output", required=True, help="output .safetensors file")
-    p.add_argument("--duration", type=float, default=2.0, help="clip length (s)")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=224)
+                       description="Writes one (N, dim) tensor per output (audio, video, fusion, global) to the safetensors "
+                                   "file OUTPUT, NaN rows where a clip lacks the modality, and beside it an index (OUTPUT with "
+                                   "its suffix replaced by .index.json: emb/x.safetensors -> emb/x.index.json) giving each row's "
+                                   "file and labels. Given a run folder, clips are read with the run's settings.")
+    p.add_argument("model", help="a run folder (clips read as the run trained) or a from_pretrained folder")
+    p.add_argument("--manifest", required=True, help="CSV/JSONL manifest or a folder-per-class tree (labels optional)")
+    p.add_argument("--output", required=True, help="output .safetensors file (its folder is created)")
+    _add_clip_overrides(p, plain_defaults=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=2)
     p.set_defaults(func=_cmd_embed)

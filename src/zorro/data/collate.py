@@ -79,6 +79,16 @@ def _pad_sequences(values: list[torch.Tensor | None], name: str) -> tuple[torch.
     return out, mask
 
 
+def _valid_samples(item: dict[str, Any]) -> int:
+    """Samples of real audio in an item: its ``audio_valid_samples`` when it says, else the
+    whole waveform; 0 without audio."""
+    audio = item.get("audio")
+    if audio is None:
+        return 0
+    valid = item.get("audio_valid_samples")
+    return int(audio.shape[-1]) if valid is None else min(int(valid), int(audio.shape[-1]))
+
+
 def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:
     """Batch dataset items (dicts from :class:`~zorro.data.datasets.ClipDataset`).
 
@@ -88,7 +98,9 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
     ``(B, 3, T, H, W)`` (zeros where missing; None when no
     example has video), ``has_audio``/``has_video`` ``(B,)`` bool, ``label`` ``(B,)`` long
     or ``(B, C)`` float, ``index`` ``(B,)`` long, ``path`` (list of B str), ``padded``
-    ``(B,)`` bool, ``num_skipped`` (int: items dropped because their file was unreadable)
+    ``(B,)`` bool, ``audio_valid_samples`` ``(B,)`` long (samples of real audio, the rest of
+    each waveform being zero padding; the whole length when an item does not say; 0 without
+    audio), ``num_skipped`` (int: items dropped because their file was unreadable)
     and ``skipped`` (list of ``(path, reason)``). ``B`` may be 0 when every item was skipped.
 
     Every other modality the items carry (an item key ``<name>`` with a ``has_<name>`` flag,
@@ -130,6 +142,7 @@ def collate_clips(items: Sequence[dict[str, Any] | Skipped | None]) -> dict[str,
         "index": torch.as_tensor([int(it["index"]) for it in kept], dtype=torch.long),
         "path": [str(it.get("path", "")) for it in kept],
         "padded": torch.tensor([bool(it.get("padded", False)) for it in kept], dtype=torch.bool),
+        "audio_valid_samples": torch.tensor([_valid_samples(it) for it in kept], dtype=torch.long),
         "num_skipped": num_skipped,
         "skipped": skipped,
     }

@@ -5,7 +5,11 @@ decoders), decodes one window and returns a dict::
 
     {"audio": (samples,) float32 or None, "video": (3, T, S, S) float32 normalised or None,
      "label": int (single-label) or (num_classes,) float32 multi-hot,
-     "index": int, "path": str, "start": float (s), "padded": bool}
+     "index": int, "path": str, "start": float (s), "padded": bool,
+     "audio_valid_samples": int (samples of real audio; the rest of the window is zero padding)}
+
+A file shorter than the window is read from its start (or its segment's ``start``): the
+window begins there and its end is padding, whatever the window placement.
 
 A file that cannot be decoded gives a :class:`Skipped` record instead (see
 :mod:`zorro.data.collate`: the collate function drops it and counts it in the batch, and
@@ -72,11 +76,28 @@ class LabelVocab:
         return isinstance(other, LabelVocab) and other.names == self.names
 
     def index(self, name: str) -> int:
-        """Class id of ``name`` (ValueError naming the label if unknown)."""
+        """Class id of ``name`` (ValueError naming the label and listing the vocabulary if unknown)."""
         try:
             return self._index[str(name)]
         except KeyError:
-            raise ValueError(f"unknown label {name!r}; the vocabulary has {len(self)} labels") from None
+            raise ValueError(f"unknown label {name!r}; the vocabulary has {self.describe()}") from None
+
+    def describe(self, limit: int = 20) -> str:
+        """``"10 labels: ['a', 'b', ...]"``: the count and the first ``limit`` names, for messages."""
+        shown = self.names[:limit]
+        more = f" and {len(self) - limit} more" if len(self) > limit else ""
+        return f"{len(self)} label{'s' if len(self) != 1 else ''}: {shown}{more}"
+
+    def unknown_labels_error(self, unknown: Iterable[str], where: str) -> ValueError:
+        """The error for labels of ``where`` (a manifest, a shard folder) missing from this
+        vocabulary: names up to 20 of them and lists the vocabulary (first 20 + count)."""
+        missing = sorted({str(u) for u in unknown})
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        return ValueError(
+            f"{where} has {len(missing)} unknown label{'s' if len(missing) != 1 else ''}, not in the given vocabulary: {missing[:20]}{more}; "
+            f"the vocabulary (e.g. a run's labels.json) has {self.describe()}. Labels are matched as text, exactly "
+            f"(see docs/data.md, 'Labels and a run's vocabulary')"
+        )
 
     def to_json(self) -> str:
         """JSON text ``{"labels": [...]}``."""
@@ -143,6 +164,11 @@ def _opt_float(value: Any, what: str) -> float | None:
         raise ValueError(f"{what} must be a number of seconds, got {value!r}") from None
 
 
+def _looks_like_a_path(text: str) -> bool:
+    """Whether a CSV cell reads as a media file name (a header row was probably left out)."""
+    return Path(text.strip()).suffix.lower() in MEDIA_EXTENSIONS or "/" in text
+
+
 def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> list[ManifestEntry]:
     """Read a manifest: CSV with a header or JSON Lines (by extension ``.jsonl``/``.json``),
     or a folder-per-class tree ``path/<class>/<file>`` (see :func:`scan_folder`).
@@ -176,7 +202,12 @@ def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = N
         with mpath.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ValueError(f"{mpath}: CSV manifest needs a header with a 'path' column, got {reader.fieldnames}")
+                raise ValueError(
+                    f"{mpath}: a CSV manifest starts with a header row naming its columns, one of them 'path' "
+                    f"(e.g. 'path,label'); its first row is {reader.fieldnames}"
+                    + (", which looks like data: add the header line" if reader.fieldnames and _looks_like_a_path(reader.fieldnames[0]) else "")
+                    + " (see docs/data.md, 'Manifests')"
+                )
             rows = list(reader)
     entries = []
     for i, row in enumerate(rows, 1):
@@ -274,13 +305,15 @@ class ClipDataset(Dataset):
         self.entries = entries
         self.vocab = vocab if vocab is not None else LabelVocab.from_labels(e.labels for e in entries)
         self.multi_label = bool(multi_label)
+        unknown: set[str] = set()
         for e in entries:
             if not e.labels:
                 raise ValueError(f"entry {e.path!r} has no label")
             if not self.multi_label and len(e.labels) != 1:
                 raise ValueError(f"entry {e.path!r} has {len(e.labels)} labels; use multi_label=True")
-            for lab in e.labels:
-                self.vocab.index(lab)
+            unknown.update(lab for lab in e.labels if lab not in self.vocab)
+        if unknown:
+            raise self.vocab.unknown_labels_error(unknown, "the manifest")
         self.train = bool(train)
         self.duration = float(duration)
         self.num_frames = int(num_frames)
@@ -396,4 +429,5 @@ class ClipDataset(Dataset):
             "path": entry.path,
             "start": clip.start,
             "padded": clip.padded,
+            "audio_valid_samples": int(clip.audio_valid_samples) if clip.audio is not None else 0,
         }

@@ -319,6 +319,7 @@ def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[s
                 "has_audio": bool(clip.has_audio),
                 "has_video": bool(clip.has_video),
                 "padded": bool(clip.padded),
+                "audio_valid_samples": int(clip.audio_valid_samples) if clip.has_audio else 0,
                 "sample_rate": int(s.sample_rate),
                 "fps": s.num_frames / dur,
                 "num_frames": len(jpgs) if jpgs else 0,

@@ -10,12 +10,12 @@ cut into patches flattened in ``(p1 p2)`` order, frequency-major, and embedded.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import torch
 
 from zorro.audio import AudioFrontend
+from zorro.audio_crop import warn_audio_crop
 from zorro.layers.patch_embed import AudioPatchEmbed
 from zorro.modalities.base import ModalityTokens, PositionTable
 
@@ -91,7 +91,6 @@ class AudioTokenizer(AudioPatchEmbed):
             )
         self.pos_embed = pos_embed
         self.positions = PositionTable(dim)
-        self._warned_crop = False
 
     def check(self, audio: Any) -> torch.Tensor:
         """Validate a waveform batch ``(b, samples)`` (type, dtype, rank); returns it."""
@@ -129,18 +128,13 @@ class AudioTokenizer(AudioPatchEmbed):
         return self.crop(spec)
 
     def crop(self, spec: torch.Tensor) -> torch.Tensor:
-        """``(b, F, T)`` -> the largest ``(b, F', T')`` of whole patches; warns once when it crops."""
+        """``(b, F, T)`` -> the largest ``(b, F', T')`` of whole patches; warns once per run
+        when that loses something worth saying (:func:`zorro.audio_crop.warn_audio_crop`)."""
         p1, p2 = self.patch_size
         height, width = spec.shape[-2:]
         rh, rw = height // p1 * p1, width // p2 * p2
-        if (rh, rw) != (height, width):
-            if not self._warned_crop and not torch.compiler.is_compiling():
-                self._warned_crop = True
-                warnings.warn(
-                    f"audio features of shape {(height, width)} (freq, frames) were cropped to {(rh, rw)} to fit "
-                    f"whole {self.patch_size} patches",
-                    stacklevel=4,
-                )
+        if (rh, rw) != (height, width) and not torch.compiler.is_compiling():
+            warn_audio_crop(height, width, self.patch_size, self.frontend)
         return spec[:, :rh, :rw]
 
     def forward(self, audio: torch.Tensor | None = None, *, features: torch.Tensor | None = None) -> ModalityTokens:

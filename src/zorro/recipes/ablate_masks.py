@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +135,7 @@ def _load_data(data_dir: Path, s: dict[str, Any]) -> tuple[CachedClips, CachedCl
     d = s["data"]
     info = build_avdigits(data_dir, num_train=d["num_train"], num_test=d["num_test"], seed=d["seed"], duration=d["duration"],
                           num_frames=d["num_frames"], image_size=d["image_size"])
-    geometry = dict(duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"], train=False)
+    geometry = dict(duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"], sample_rate=SAMPLE_RATE, train=False)
     train_raw = ClipDataset(read_manifest(data_dir / "train.csv"), **geometry)
     test_raw = ClipDataset(read_manifest(data_dir / "test.csv"), vocab=train_raw.vocab, **geometry)
     train = CachedClips(train_raw, num_workers=s["num_workers"])
@@ -144,19 +143,30 @@ def _load_data(data_dir: Path, s: dict[str, Any]) -> tuple[CachedClips, CachedCl
     return train, test, train_raw.vocab, info
 
 
-def _train_config(task: str, stage: dict[str, Any], arch: dict[str, Any], out_dir: Path, seed: int, s: dict[str, Any], **model: Any) -> TrainConfig:
+#: The rate the audio is decoded at: the model's (16 kHz).
+SAMPLE_RATE = 16000
+
+
+def _train_config(task: str, stage: dict[str, Any], arch: dict[str, Any], out_dir: Path, seed: int, s: dict[str, Any], data_dir: Path,
+                  **model: Any) -> TrainConfig:
+    # Every setting the trainers use is in the config, so each run folder records it: the
+    # clips (decoded once from the manifests, centred windows and crops; views come from the
+    # objective's augmentation) and where they came from.
+    d = s["data"]
     common = {"task": task, "model": {"arch": arch, "precision": s["precision"], **model},
-              "data": {"num_workers": 0, "eval_batch_size": 128},
+              "data": {"num_workers": 0, "eval_batch_size": 128, "duration": float(d["duration"]), "num_frames": int(d["num_frames"]),
+                       "image_size": int(d["image_size"]), "sample_rate": SAMPLE_RATE, "train_crop": "centre",
+                       "train_manifest": str((data_dir / "train.csv").resolve()), "eval_manifest": str((data_dir / "test.csv").resolve())},
               "run": {"out_dir": str(out_dir), "seed": seed, "resume": False, "log_every": 5, "tensorboard": False}}
     return TrainConfig.from_dict(_merge(common, stage))
 
 
-def _run_one(variant: dict[str, Any], s: dict[str, Any], model_kwargs: dict[str, Any], data: tuple, run_dir: Path) -> dict[str, Any]:
+def _run_one(variant: dict[str, Any], s: dict[str, Any], model_kwargs: dict[str, Any], data: tuple, run_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Pre-train, probe and fine-tune one variant with one seed; returns its result record."""
     train_set, test_set, vocab = data
     arch = _arch(model_kwargs, variant)
     t0 = time.perf_counter()
-    pretrainer = Trainer(_train_config("pretrain", s["pretrain"], arch, run_dir / "pretrain", variant["seed"], s), train_set, test_set, vocab)
+    pretrainer = Trainer(_train_config("pretrain", s["pretrain"], arch, run_dir / "pretrain", variant["seed"], s, data_dir), train_set, test_set, vocab)
     retrieval_both = pretrainer.fit()
     t_pre = time.perf_counter() - t0
     test_loader = DataLoader(test_set, batch_size=128, collate_fn=collate_clips)
@@ -166,7 +176,7 @@ def _run_one(variant: dict[str, Any], s: dict[str, Any], model_kwargs: dict[str,
     probe_uni = centroid_probe(pretrainer.backbone, probe_loader, test_loader, unimodal=True)
     probe_both = centroid_probe(pretrainer.backbone, probe_loader, test_loader)
     t1 = time.perf_counter()
-    finetuner = Trainer(_train_config("supervised", s["finetune"], arch, run_dir / "finetune", variant["seed"], s,
+    finetuner = Trainer(_train_config("supervised", s["finetune"], arch, run_dir / "finetune", variant["seed"], s, data_dir,
                                       init_from=str(run_dir / "pretrain" / "model")), train_set, test_set, vocab)
     fine = finetuner.fit()
     t_ft = time.perf_counter() - t1
@@ -286,7 +296,6 @@ def run_ablation(*, out_dir: Path, data_dir: Path, quick: bool = False, config_o
         "seconds" (wall), "cpu_seconds" (this process, user + sys), "data"}``.
     """
     t0, c0 = time.perf_counter(), time.process_time()
-    warnings.filterwarnings("ignore", message="audio features of shape")  # 1 s of fbank = 98 frames, cropped to 96 by design
     s = _merge(ABLATION_SETTINGS, QUICK_SETTINGS) if quick else dict(ABLATION_SETTINGS)
     s = _merge(s, config_overrides or {})
     for rule in s["rules"]:
@@ -325,7 +334,7 @@ def run_ablation(*, out_dir: Path, data_dir: Path, quick: bool = False, config_o
         else:
             logger.info("run %d/%d: %s, seed %d", i, len(runs), variant["name"], variant["seed"])
             d = prepared()
-            result = _run_one(variant, s, d["model_kwargs"], d["sets"], run_dir)
+            result = _run_one(variant, s, d["model_kwargs"], d["sets"], run_dir, data_dir)
             done.write_text(json.dumps({"stamp": {**stamp, "data": d["info"]}, "result": result}, indent=1))
             flat = _flat(result)
             logger.info("%s seed %d: unimodal R@1 %.3f / %.3f, both-input R@1 %.3f / %.3f, fine-tuned audio-only %.3f video-only %.3f",

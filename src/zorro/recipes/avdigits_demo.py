@@ -2,19 +2,24 @@
 
 1. Build AV-digits once (:func:`zorro.demo.build_avdigits`): spoken digit words by
    eSpeak NG paired with animated handwritten digits, written as H.264/AAC mp4 files.
-2. Decode every clip once into prepared shards (:func:`zorro.data.prepare.prepare_shards`,
-   kept beside the data and reused by later runs), read them back with
-   :class:`zorro.data.ShardDataset`, and compute the model front-end's features of every
-   training clip once: the fbank normalisation statistics come from them and the trainers
-   take them instead of re-analysing the audio each step. The trainers read the clips from
-   the shards every epoch. ``data.shards=False`` keeps every decoded clip in memory instead
-   (:class:`zorro.train.CachedClips`, the path before shards).
+2. Decode every training clip once into prepared shards
+   (:func:`zorro.data.prepare.prepare_shards`, kept beside the data and reused by later
+   runs), read them back with :class:`zorro.data.ShardDataset`, and compute the model
+   front-end's features of every training clip once: the fbank normalisation statistics
+   come from them and the trainers take them instead of re-analysing the audio each step.
+   The trainers read the clips from the shards every epoch. ``data.shards=False`` keeps every
+   decoded training clip in memory instead (:class:`zorro.train.CachedClips`). The test
+   split is decoded from ``test.csv`` into memory exactly as ``zorro evaluate RUN --manifest
+   test.csv`` reads it, so evaluating a run folder reproduces the demo's numbers.
 3. Contrastive pre-training without labels; class-level cross-modal retrieval on the test
    split (voices, accents and digit images never seen in training).
 4. Supervised fine-tuning from the pre-trained backbone; top-1 of every output, and of the
    model given audio only and video only.
 5. ``OUT/metrics.json``, loss plots, a confusion matrix, a ``from_pretrained`` checkpoint
-   (``OUT/finetune/model``), and a short table on stdout (the CLI prints it).
+   (``OUT/finetune/model``), and a short table on stdout (the CLI prints it). Each run
+   folder's ``config.json`` records every setting its trainer used (clip length, frames,
+   image size, sample rate, crop, the data read), so ``zorro evaluate OUT/finetune`` reads
+   clips as the demo did.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +105,33 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The rate the demo decodes audio at: the demo model's (its front-end is built for 16 kHz).
+SAMPLE_RATE = 16000
+
+
+def _clip_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` settings every demo clip is read with (and that its run folders record):
+    the evaluation's centred window and centre crop for every split (training views come
+    from the objective's augmentation), ImageNet normalisation."""
+    return {"duration": float(d["duration"]), "num_frames": int(d["num_frames"]), "image_size": int(d["image_size"]),
+            "sample_rate": SAMPLE_RATE, "train_crop": "centre"}
+
+
+def _test_set(data_dir: Path, s: dict[str, Any], vocab: LabelVocab) -> CachedClips:
+    """The test split decoded from ``test.csv`` through the media pipeline, once, exactly as
+    ``zorro evaluate RUN --manifest test.csv`` reads it (so its metrics reproduce the demo's)."""
+    c = _clip_settings(s["data"])
+    raw = ClipDataset(read_manifest(data_dir / "test.csv"), vocab=vocab, train=False, duration=c["duration"], num_frames=c["num_frames"],
+                      image_size=c["image_size"], sample_rate=c["sample_rate"])
+    return CachedClips(raw, num_workers=s["num_workers"])
+
+
 def _datasets(data_dir: Path, s: dict[str, Any]) -> tuple[CachedClips, CachedClips, Any]:
-    d = s["data"]
-    common = dict(duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"], train=False)
-    train_entries = read_manifest(data_dir / "train.csv")
-    train_raw = ClipDataset(train_entries, **common)
-    test_raw = ClipDataset(read_manifest(data_dir / "test.csv"), vocab=train_raw.vocab, **common)
+    c = _clip_settings(s["data"])
+    common = dict(duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"], sample_rate=c["sample_rate"], train=False)
+    train_raw = ClipDataset(read_manifest(data_dir / "train.csv"), **common)
     train = CachedClips(train_raw, num_workers=s["num_workers"])
-    test = CachedClips(test_raw, num_workers=s["num_workers"])
-    return train, test, train_raw.vocab
+    return train, _test_set(data_dir, s, train_raw.vocab), train_raw.vocab
 
 
 class _WithAudioFeatures(Dataset):
@@ -136,20 +158,21 @@ class _WithAudioFeatures(Dataset):
         return item
 
 
-def _shard_datasets(data_dir: Path, s: dict[str, Any], build_info: dict[str, Any]) -> tuple[ShardDataset, ShardDataset, LabelVocab]:
-    """Prepare AV-digits into shards once (a folder named after the build and the clip
-    settings, so a rebuilt data set or other settings get new shards) and open them."""
-    d = s["data"]
-    tag = hashlib.sha256(json.dumps([build_info, d["duration"], d["num_frames"], d["image_size"]], sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _shard_datasets(data_dir: Path, s: dict[str, Any], build_info: dict[str, Any]) -> tuple[ShardDataset, CachedClips, LabelVocab]:
+    """Prepare AV-digits' training split into shards once (a folder named after the build and
+    the clip settings, so a rebuilt data set or other settings get new shards) and open it;
+    the test split is decoded from its manifest (:func:`_test_set`)."""
+    c = _clip_settings(s["data"])
+    tag = hashlib.sha256(json.dumps([build_info, c["duration"], c["num_frames"], c["image_size"]], sort_keys=True, default=str).encode()).hexdigest()[:12]
     folder = data_dir / f"shards-{tag}"
-    settings = PrepareSettings(window="centre", duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"],
-                               store_size=d["image_size"], sample_rate=16000)
-    entries = {split: read_manifest(data_dir / f"{split}.csv") for split in ("train", "test")}
-    vocab = LabelVocab.from_labels(e.labels for e in entries["train"])
-    for split, items in entries.items():
-        prepare_shards(items, folder / split, labels=vocab.names, settings=settings, workers=s["num_workers"])
-    geometry = dict(train=False, duration=d["duration"], num_frames=d["num_frames"], image_size=d["image_size"], sample_rate=16000)
-    return ShardDataset(folder / "train", **geometry), ShardDataset(folder / "test", vocab=vocab, **geometry), vocab
+    settings = PrepareSettings(window="centre", duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"],
+                               store_size=c["image_size"], sample_rate=c["sample_rate"])
+    entries = read_manifest(data_dir / "train.csv")
+    vocab = LabelVocab.from_labels(e.labels for e in entries)
+    prepare_shards(entries, folder / "train", labels=vocab.names, settings=settings, workers=s["num_workers"])
+    train = ShardDataset(folder / "train", train=False, duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"],
+                         sample_rate=c["sample_rate"])
+    return train, _test_set(data_dir, s, vocab), vocab
 
 
 @torch.no_grad()
@@ -179,7 +202,6 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         config_overrides: nested overrides of :data:`DEMO_SETTINGS`.
     """
     t0 = time.perf_counter()
-    warnings.filterwarnings("ignore", message="audio features of shape")  # 1 s of fbank = 98 frames, cropped to 96 by design
     s = _merge(DEMO_SETTINGS, QUICK_SETTINGS) if quick else dict(DEMO_SETTINGS)
     s = _merge(s, config_overrides or {})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +227,8 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         features = _audio_features(shard_train, frontend, s["num_workers"])
         train_set = _WithAudioFeatures(shard_train, features)
         mean, std = feature_stats(f for f in features if f is not None)
-        unreadable = len(shard_train.info["unreadable"]) + len(test_set.info["unreadable"])
+        unreadable = len(shard_train.info["unreadable"]) + test_set.num_skipped
+        train_source = {"train_shards": str((shard_train.root).resolve())}
         workers = 1  # reading a batch of these small clips costs ~5 % of a step: one worker hides it
     else:
         logger.info("step 2/4: decoding every clip through the media pipeline into memory")
@@ -213,14 +236,18 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         train_set.add_audio_features(frontend)
         mean, std = feature_stats(item["audio_features"] for item in train_set.items if item.get("audio_features") is not None)
         unreadable = train_set.num_skipped + test_set.num_skipped
+        train_source = {"train_manifest": str((data_dir / "train.csv").resolve())}
         workers = 0
     model_kwargs = {**s["model"], "audio_mean": mean, "audio_std": std}
     timings["decode"] = time.perf_counter() - t
     logger.info("decoded %d train / %d test clips (%d unreadable); fbank mean %.3f std %.3f", len(train_set), len(test_set), unreadable, mean, std)
 
     def train_config(task: str, stage: str, **model: Any) -> TrainConfig:
+        # Every setting the trainers use goes into the config, so each run folder records it
+        # (zorro evaluate / embed read the clips back exactly this way).
         common = {"task": task, "model": {"arch": model_kwargs, "precision": s["precision"], **model},
-                  "data": {"num_workers": workers, "eval_batch_size": 128},
+                  "data": {"num_workers": workers, "eval_batch_size": 128, **_clip_settings(d), **train_source,
+                           "eval_manifest": str((data_dir / "test.csv").resolve())},
                   "run": {"out_dir": str(out_dir / stage), "seed": d["seed"], "resume": False, "log_every": 5}}
         return TrainConfig.from_dict(_merge(common, s[stage]))
 

@@ -11,13 +11,14 @@ from torch import nn
 
 from zorro.data import ClipDataset, LabelVocab, ShardDataset
 from zorro.model import Zorro
+from zorro.model_config import audio_sample_rate
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
 from zorro.train.objectives import ContrastiveObjective, SupervisedObjective, build_augment
 
 if TYPE_CHECKING:
     from zorro.train.config import TrainConfig
 
-__all__ = ["build_backbone", "build_dataset", "build_task"]
+__all__ = ["build_backbone", "build_dataset", "build_shard_dataset", "build_task", "data_sample_rate", "model_sample_rate"]
 
 logger = logging.getLogger("zorro.train")
 
@@ -27,8 +28,7 @@ def build_backbone(cfg: TrainConfig) -> Zorro:
     ``cfg.model.arch``; with activation checkpointing when ``cfg.model.grad_checkpointing``."""
     m = cfg.model
     if m.init_from:
-        src = Path(m.init_from)
-        folder = src / "model" if (src / "model" / "config.json").exists() else src
+        folder = _pretrained_folder(m.init_from)
         logger.info("initialising the backbone from %s", folder)
         model = Zorro.from_pretrained(str(folder))
     else:
@@ -54,21 +54,49 @@ def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn
                                augment=augment)
 
 
+def model_sample_rate(cfg: TrainConfig) -> int:
+    """The audio rate (Hz) the run's model is built for: that of the ``model.init_from``
+    folder when given, else ``model.arch.sample_rate`` (16 kHz by default)."""
+    if cfg.model.init_from:
+        from zorro.hub import read_config
+
+        return int(read_config(_pretrained_folder(cfg.model.init_from)).audio_sample_rate or 16000)
+    return int(audio_sample_rate(cfg.model.arch) or 16000)
+
+
+def data_sample_rate(cfg: TrainConfig) -> int:
+    """The rate (Hz) a run decodes its audio at: ``data.sample_rate``, or the model's rate
+    when it is None (files at any other rate are resampled by the decoder)."""
+    return int(cfg.data.sample_rate) if cfg.data.sample_rate is not None else model_sample_rate(cfg)
+
+
+def _pretrained_folder(path: str) -> Path:
+    """A ``from_pretrained`` folder, or the ``model/`` folder inside a run folder."""
+    src = Path(path)
+    return src / "model" if (src / "model" / "config.json").exists() else src
+
+
 def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelVocab | None) -> ClipDataset:
-    """A :class:`~zorro.data.ClipDataset` over ``manifest`` with the config's clip geometry
-    (``cfg.data``) and seed (``cfg.run.seed``)."""
+    """A :class:`~zorro.data.ClipDataset` over ``manifest`` with the config's clip settings
+    (``cfg.data``: geometry, sample rate, crops, normalisation) and seed (``cfg.run.seed``).
+    ``train=True`` draws random windows and crops unless ``data.train_crop`` is ``"centre"``."""
     d = cfg.data
     return ClipDataset.from_manifest(
         manifest,
         root=d.data_root,
         vocab=vocab,
         multi_label=d.multi_label,
-        train=train,
+        train=train and d.train_crop == "random",
         duration=d.duration,
         num_frames=d.num_frames,
         image_size=d.image_size,
-        sample_rate=d.sample_rate,
+        sample_rate=data_sample_rate(cfg),
         clips_per_video=1 if train else d.eval_clips,
+        mean=d.video_mean,
+        std=d.video_std,
+        scale=d.crop_scale,
+        ratio=d.crop_ratio,
+        hflip_prob=d.hflip_prob,
         seed=cfg.run.seed,
         backend=d.decoder,
         seek_mode=d.seek_mode,
@@ -90,11 +118,16 @@ def build_shard_dataset(cfg: TrainConfig, folder: str, *, train: bool, vocab: La
     dataset = ShardDataset(
         folder,
         vocab=vocab,
-        train=train,
+        train=train and d.train_crop == "random",
         duration=d.duration,
         num_frames=d.num_frames,
         image_size=d.image_size,
-        sample_rate=d.sample_rate,
+        sample_rate=data_sample_rate(cfg),
+        mean=d.video_mean,
+        std=d.video_std,
+        scale=d.crop_scale,
+        ratio=d.crop_ratio,
+        hflip_prob=d.hflip_prob,
         seed=cfg.run.seed,
         video_dtype="uint8" if train else "float32",
     )

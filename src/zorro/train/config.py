@@ -40,16 +40,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zorro.model import ZorroConfig
 from zorro.train.objectives import build_augment
 from zorro.train.precision import PRECISIONS
 
 __all__ = [
-    "TASKS", "PRECISIONS", "SECTIONS", "TrainConfig", "ModelSection", "DataSection", "OptimSection", "ObjectiveSection",
+    "TASKS", "TRAIN_CROPS", "PRECISIONS", "SECTIONS", "TrainConfig", "ModelSection", "DataSection", "OptimSection", "ObjectiveSection",
     "RunSection", "sectioned",
 ]
 
 TASKS = ("pretrain", "supervised")
+TRAIN_CROPS = ("random", "centre")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Section:
@@ -100,7 +106,7 @@ class _Section:
 _TYPE_WORDS = {
     "bool": "true or false", "int": "an integer", "int | None": "an integer or null", "float": "a number",
     "float | None": "a number or null", "str": "a string", "str | None": "a string or null",
-    "dict[str, Any]": "a mapping",
+    "dict[str, Any]": "a mapping", "list[float]": "a list of numbers",
 }
 
 
@@ -118,6 +124,8 @@ def _has_type(value: Any, annotation: str) -> bool:
             return isinstance(value, str)
         if kind.startswith("dict"):
             return isinstance(value, Mapping)
+        if kind.startswith("list"):
+            return isinstance(value, (list, tuple))
         return True  # an annotation this check does not know: the section checks it
 
     return any(one(kind.strip()) for kind in str(annotation).split("|"))
@@ -162,7 +170,13 @@ class DataSection(_Section):
     duration: float = 2.0  # clip length (s)
     num_frames: int = 8  # frames per clip
     image_size: int = 224  # square crop side (pixels)
-    sample_rate: int = 16000  # audio rate (Hz)
+    sample_rate: int | None = None  # audio rate (Hz) clips are decoded at; None: the model's (model.arch.sample_rate), which the run records
+    train_crop: str = "random"  # training clips: "random" (random window offset, random-resized crop, flip) or "centre" (the evaluation's centred window and crop)
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])  # random-resized crop: area range, fraction of the frame
+    crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])  # random-resized crop: aspect-ratio range
+    hflip_prob: float = 0.5  # random-resized crop: probability of a horizontal flip
+    video_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # per-channel RGB mean subtracted from frames in [0, 1]
+    video_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))  # per-channel RGB std frames are divided by
     eval_clips: int = 1  # evenly spaced clips per file at evaluation
     decoder: str = "pyav"  # "pyav", "torchcodec" or "auto"
     seek_mode: str = "exact"  # "exact" frames, or "keyframe" (approximate, much faster on long files)
@@ -191,6 +205,21 @@ class DataSection(_Section):
                 raise ValueError(f"data.eval_protocol must be one of {PROTOCOLS} or null, got {self.eval_protocol!r}")
         if not self.duration > 0:
             raise ValueError(f"data.duration must be > 0 (seconds), got {self.duration!r}")
+        if self.sample_rate is not None:
+            self._check_positive_ints("sample_rate")
+        if self.train_crop == "center":  # the spelling zorro prepare's window also accepts
+            self.train_crop = "centre"
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {self.train_crop!r}")
+        for name, size in (("crop_scale", 2), ("crop_ratio", 2), ("video_mean", 3), ("video_std", 3)):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or len(value) != size or not all(_is_real(v) for v in value):
+                raise ValueError(f"data.{name} must be a list of {size} numbers, got {value!r}")
+            setattr(self, name, [float(v) for v in value])
+        if not all(v > 0 for v in self.video_std):
+            raise ValueError(f"data.video_std must be > 0 for every channel, got {self.video_std}")
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ValueError(f"data.hflip_prob must be in [0, 1], got {self.hflip_prob!r}")
 
 
 @dataclass

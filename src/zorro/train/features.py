@@ -22,10 +22,12 @@ class CachedClips(Dataset):
     """Every item of ``dataset`` decoded once and kept in memory (for small datasets).
 
     Items that could not be read are dropped and counted (``num_skipped``); they are logged
-    by the :class:`~zorro.data.SkipTracker` used while caching.
+    by the :class:`~zorro.data.SkipTracker` used while caching. Items keep ``padded`` and
+    ``audio_valid_samples``; ``dataset`` is the source (a run reads its clip settings there).
     """
 
     def __init__(self, dataset: Dataset, *, num_workers: int = 0, batch_size: int = 32) -> None:
+        self.dataset = dataset  # the source: its clip settings are what a run records
         self.audio_features_key: tuple | None = None
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips)
         tracker = SkipTracker()
@@ -37,6 +39,8 @@ class CachedClips(Dataset):
                 item = {"label": int(label) if label.dim() == 0 else label, "index": len(self.items), "path": batch["path"][i]}
                 item["audio"] = batch["audio"][i] if batch["audio"] is not None and batch["has_audio"][i] else None
                 item["video"] = batch["video"][i] if batch["video"] is not None and batch["has_video"][i] else None
+                item["padded"] = bool(batch["padded"][i])
+                item["audio_valid_samples"] = int(batch["audio_valid_samples"][i])
                 for name in batch_modalities(batch):  # text, feature sequences: unpadded, with their flag
                     if name in ("audio", "video"):
                         continue

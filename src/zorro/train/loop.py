@@ -31,12 +31,18 @@ from torch.utils.data import DataLoader, Dataset
 from zorro.checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from zorro.data import LabelVocab, ShardDataset, ShardSampler, SkipTracker, collate_clips
 from zorro.data.shards.reader import normalize_uint8_video
+from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from zorro.evaluate import headline
+from zorro.fileio import atomic_write_text
+from zorro.hub import atomic_save_safetensors
 from zorro.train.build import build_backbone, build_dataset, build_shard_dataset, build_task
 from zorro.train.config import TrainConfig
+from zorro.train.data_report import DataReport
 from zorro.train.distributed import ResumableSampler, init_distributed
 from zorro.train.features import CachedClips
 from zorro.train.optim import param_groups, warmup_cosine
 from zorro.train.precision import autocast, resolve_precision
+from zorro.train.record import resolve_run_config
 from zorro.train.reporting import Progress, TensorBoardLog
 from zorro.train.rng import seed_everything
 
@@ -49,10 +55,10 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a loss is NaN or infinite; the last good state has been checkpointed."""
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _to_device(batch: dict[str, Any], device: torch.device, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     if isinstance(out.get("video"), torch.Tensor) and out["video"].dtype == torch.uint8:
-        out["video"] = normalize_uint8_video(out["video"])  # shards hand uint8 frames: normalised here, on the device
+        out["video"] = normalize_uint8_video(out["video"], mean, std)  # shards hand uint8 frames: normalised here, on the device
     return out
 
 
@@ -96,6 +102,9 @@ class Trainer:
         num_classes = len(self.vocab) if self.vocab is not None else None
 
         self.backbone = build_backbone(cfg)
+        # What config.json records: the settings the run actually trains with (absolute paths,
+        # the backbone's full options, the datasets' clip settings, the decoding rate).
+        cfg = self.cfg = resolve_run_config(cfg, arch=self.backbone.config.to_dict(), train_set=train_set, eval_set=eval_set)
         self.objective = build_task(cfg, self.backbone, num_classes).to(self.dist.device)
         if getattr(self.objective, "uses_audio_features", False) and isinstance(train_set, CachedClips):
             train_set.add_audio_features(self.backbone.audio_frontend)  # once, instead of every step
@@ -132,6 +141,11 @@ class Trainer:
         self.skips = SkipTracker()
         self.dropped_with_other_rank = 0  # micro-batches passed over because another rank's was all damaged
         self.eval_skips = SkipTracker("evaluation")  # unreadable evaluation files: logged once, listed in skipped_eval.jsonl
+        # What the clips held (modalities, padding): counted over the first training epoch and
+        # the first evaluation of this process, reported once each (data_report.json).
+        self.data_reports = {name: DataReport(label, duration=cfg.data.duration, sample_rate=cfg.data.sample_rate)
+                             for name, label in (("training", "training (first epoch)"), ("evaluation", "evaluation"))}
+        self._reported: set[str] = set()
         self._tensorboard = TensorBoardLog(self.out / "tensorboard", enabled=False)  # opened by fit()
 
     # -------------------------------------------------------------- files
@@ -163,7 +177,8 @@ class Trainer:
             step=self.step,
             config=self.cfg.to_dict(),
             extra={"epoch": epoch, "micro_in_epoch": micro_in_epoch, "history_len": len(self.history),
-                   "vocab": None if self.vocab is None else self.vocab.to_json()},
+                   "vocab": None if self.vocab is None else self.vocab.to_json(),
+                   "trained_outputs": sorted(getattr(self.objective, "trained_outputs", ()))},
             keep_last=self.cfg.run.keep_checkpoints,
         )
 
@@ -176,6 +191,8 @@ class Trainer:
         state = load_training_checkpoint(ckpt, model=self.objective, optimizer=self.optimizer, scheduler=self.scheduler, restore_rng=True)
         extra = state["extra"]
         self.step = int(state["step"])
+        if hasattr(self.objective, "trained_outputs"):
+            self.objective.trained_outputs.update(extra.get("trained_outputs") or ())
         logger.info("resumed from %s at step %d (epoch %d)", ckpt, self.step, extra["epoch"])
         if self.dist.is_main and (self.out / "log.jsonl").exists():  # drop log lines written after the checkpoint
             lines = (self.out / "log.jsonl").read_text().splitlines()[: extra["history_len"]]
@@ -217,10 +234,12 @@ class Trainer:
                 if micro >= self.steps_per_epoch * cfg.optim.accum_steps or self.step >= self.total_steps:
                     break
                 self.skips.update(batch)
+                if "training" not in self._reported:
+                    self.data_reports["training"].update(batch)
                 if self._empty_on_any_rank(len(batch["label"]) == 0):
                     micro += 1
                     continue
-                batch = _to_device(batch, device)
+                batch = _to_device(batch, device, cfg.data.video_mean, cfg.data.video_std)
                 last_micro = (micro + 1) % cfg.optim.accum_steps == 0
                 sync = self.ddp.no_sync() if (self.ddp is not None and not last_micro) else nullcontext()
                 with sync:
@@ -261,6 +280,7 @@ class Trainer:
                 if cfg.run.ckpt_every and self.step % cfg.run.ckpt_every == 0:
                     self._checkpoint(epoch, micro)
             self.skips.end_epoch(epoch)
+            self._report_data("training")
             self._write_skip_report()
             epoch, micro_start = epoch + 1, 0
             if self._last_ckpt_step != self.step:
@@ -268,10 +288,13 @@ class Trainer:
             if cfg.run.eval_every and epoch % cfg.run.eval_every == 0 and self.eval_set is not None and self.step < self.total_steps:
                 metrics = self.evaluate()
                 self._log({"step": self.step, "epoch": epoch, "eval": metrics})
+                logger.info("evaluation after epoch %d (step %d): %s", epoch, self.step, json.dumps(headline(metrics)))
         progress.close()
+        self._drop_untrained_heads()
         if self.eval_set is not None:
-            metrics = self.evaluate()
+            metrics = self.evaluate(report_dir=self.out / "confusion")
             self._log({"step": self.step, "epoch": epoch, "eval": metrics})
+            logger.info("final evaluation (step %d): %s", self.step, json.dumps(headline(metrics)))
         self._finish(metrics)
         self._tensorboard.close()
         if self.dist.world_size > 1:
@@ -311,21 +334,73 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation and outputs
 
-    def evaluate(self) -> dict[str, Any]:
-        """Metrics of the current model on the eval set (see :mod:`zorro.evaluate`)."""
-        from zorro.evaluate import evaluate_classifier, evaluate_retrieval
+    def evaluate(self, *, report_dir: Path | None = None) -> dict[str, Any]:
+        """Metrics of the current model on the eval set (see :mod:`zorro.evaluate`).
+
+        ``report_dir`` (supervised, single-label, rank 0): also write the confusion matrix
+        and per-class accuracy of every evaluated output there
+        (:func:`zorro.evaluate.write_confusion_report`)."""
+        from zorro.evaluate import classifier_metrics, collect_logits, confusion_report, evaluate_retrieval, write_confusion_report
 
         loader = DataLoader(self.eval_set, batch_size=self.cfg.data.eval_batch_size, num_workers=0 if isinstance(self.eval_set, CachedClips) else self.cfg.data.num_workers, collate_fn=collate_clips)
         tracked = self.eval_skips.track(loader)  # the first pass over the eval set counts its unreadable files
+        first = "evaluation" not in self._reported
+        if first:
+            tracked = self.data_reports["evaluation"].track(tracked)
         with autocast(self.cfg.model.precision, self.dist.device):
             if self.cfg.task == "pretrain":
-                return evaluate_retrieval(self.objective.task, tracked, device=self.dist.device)
-            metrics = evaluate_classifier(self.objective.task, tracked, multi_label=self.cfg.data.multi_label, device=self.dist.device)
-            if self.cfg.data.eval_protocol:  # the dataset's own metrics, one score per file (zorro.protocols)
-                from zorro.protocols import evaluate_protocol
+                metrics = evaluate_retrieval(self.objective.task, tracked, device=self.dist.device)
+            else:
+                collected = collect_logits(self.objective.task, tracked, device=self.dist.device)
+                metrics = classifier_metrics(collected, multi_label=self.cfg.data.multi_label)
+                if report_dir is not None and self.dist.is_main and not self.cfg.data.multi_label and self.vocab is not None:
+                    write_confusion_report(confusion_report(collected), self.vocab.names, report_dir)
+                if self.cfg.data.eval_protocol:  # the dataset's own metrics, one score per file (zorro.protocols)
+                    from zorro.protocols import evaluate_protocol
 
-                metrics["protocol"] = evaluate_protocol(self.objective.task, loader, self.cfg.data.eval_protocol, device=self.dist.device)
-            return metrics
+                    metrics["protocol"] = evaluate_protocol(self.objective.task, loader, self.cfg.data.eval_protocol, device=self.dist.device)
+        if first:
+            self._report_data("evaluation")
+        return metrics
+
+    def _report_data(self, split: str) -> None:
+        """Log what the ``split`` clips held (once per run and process; see
+        :class:`~zorro.train.data_report.DataReport`) and write ``data_report.json``."""
+        if split in self._reported:
+            return
+        self._reported.add(split)
+        report = self.data_reports[split]
+        report.reduce_distributed()
+        if not self.dist.is_main:
+            return
+        report.log()
+        done = {name: self.data_reports[name].summary() for name in ("training", "evaluation") if name in self._reported}
+        atomic_write_text(self.out / "data_report.json", json.dumps(done, indent=2))
+
+    def _drop_untrained_heads(self) -> None:
+        """Supervised runs: leave out the classifier heads whose output no training clip fed
+        (e.g. the video head of an audio-only run), logged once; they are neither evaluated
+        nor saved."""
+        task = getattr(self.objective, "task", None)
+        heads = getattr(task, "heads", None)
+        trained = getattr(self.objective, "trained_outputs", None)
+        if heads is None or trained is None:
+            return
+        names = list(heads.names)
+        flags = torch.tensor([float(n in trained) for n in names], device=self.dist.device)
+        if self.dist.world_size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        kept = [n for n, f in zip(names, flags.tolist()) if f > 0]
+        dropped = [n for n in names if n not in kept]
+        if not dropped or not kept:
+            return
+        if self.dist.is_main:
+            logger.warning("the %s head%s got no training data (no training clip had the inputs %s): left out of the "
+                           "evaluation and of heads.safetensors", ", ".join(dropped), "s" if len(dropped) > 1 else "",
+                           "these outputs need" if len(dropped) > 1 else "this output needs")
+        new = type(heads)(heads.dim, heads.num_classes, names=kept).to(self.dist.device)
+        new.load_state_dict({k: v for k, v in heads.state_dict().items() if k.split(".")[1] in kept}, strict=True)
+        task.heads = new
 
     def _write_skip_report(self) -> None:
         """The unreadable files this process met (``SkipTracker.write_report``):
@@ -341,12 +416,9 @@ class Trainer:
             return
         self.backbone.save_pretrained(str(self.out / "model"))
         if self.cfg.task == "supervised":
-            from safetensors.torch import save_file
-
-            heads = {k: v.detach().cpu().contiguous() for k, v in self.objective.task.heads.state_dict().items()}
-            save_file(heads, str(self.out / "heads.safetensors"))
+            atomic_save_safetensors(self.out / "heads.safetensors", self.objective.task.heads.state_dict())
         if metrics:
-            (self.out / "eval_metrics.json").write_text(json.dumps(metrics, indent=2))
+            atomic_write_text(self.out / "eval_metrics.json", json.dumps(metrics, indent=2))
         try:
             from zorro.plots import plot_history
 

@@ -66,6 +66,7 @@ class SupervisedObjective(nn.Module):
         self.label_smoothing = label_smoothing
         self.mixup_alpha = mixup_alpha
         self.augment = augment
+        self.trained_outputs: set[str] = set()  # outputs that got a training loss (the trainer drops heads that never did)
 
     @property
     def fbank_domain(self) -> bool:
@@ -114,6 +115,8 @@ class SupervisedObjective(nn.Module):
                 inputs.update(zip(mixable, extra))
                 feats, audio = (first, None) if feats is not None else (None, first)
             logits = self.task(audio=audio, video=video, audio_features=feats, **inputs)
+            if self.training:
+                self.trained_outputs.update(logits)
             group_loss, group_parts = classification_loss(
                 logits, target, multi_label=self.multi_label, label_smoothing=self.label_smoothing
             )

@@ -9,7 +9,8 @@ number of shard files open), decodes only the frames the clip uses, and returns 
 
     {"audio": (samples,) float32 or None, "video": (3, T, S, S) float32 normalised or None,
      "label": int (single-label) or (num_classes,) float32 multi-hot,
-     "index": int, "path": str (source file), "start": float (s), "padded": bool}
+     "index": int, "path": str (source file), "start": float (s), "padded": bool,
+     "audio_valid_samples": int (samples of real audio; the rest is zero padding)}
 
 With ``video_dtype="uint8"`` the video is ``(3, T, S, S)`` uint8 RGB instead, left for the
 trainer to normalise on its device (:func:`normalize_uint8_video`): a quarter of the bytes
@@ -219,6 +220,19 @@ class _OpenShard:
             self.fd = -1
 
 
+def _stored_valid_samples(meta: dict[str, Any], wave: np.ndarray) -> int:
+    """Samples of real audio at the start of a stored window: ``audio_valid_samples`` from the
+    metadata; for shards prepared before it was recorded, the whole window when it is not
+    ``padded``, else the window up to its trailing run of exact zeros (the padding)."""
+    valid = meta.get("audio_valid_samples")
+    if isinstance(valid, int) and not isinstance(valid, bool):
+        return min(max(valid, 0), wave.shape[0])
+    if not meta.get("padded", False):
+        return wave.shape[0]
+    nonzero = np.flatnonzero(wave)
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
 class ShardDataset(Dataset):
     """Clips read from a prepared shard folder (``zorro prepare``); items as :class:`~zorro.data.ClipDataset`.
 
@@ -310,7 +324,7 @@ class ShardDataset(Dataset):
         self.vocab = vocab if vocab is not None else LabelVocab(own)
         missing = [n for n in own if n not in self.vocab]
         if missing:
-            raise ValueError(f"{meta_path} has labels not in the given vocabulary: {missing[:5]}")
+            raise self.vocab.unknown_labels_error(missing, str(meta_path))
         self._label_map = np.array([self.vocab.index(n) for n in own], dtype=np.int64)
         self.shards: list[dict[str, Any]] = []
         for i, s in enumerate(info["shards"]):
@@ -478,6 +492,7 @@ class ShardDataset(Dataset):
         offset = float(rng.uniform(0.0, slack)) if (self.train and slack > 0) else slack / 2.0
         padded = bool(meta.get("padded", False))
         audio = None
+        valid = 0
         if want_audio:
             try:
                 wave = np.asarray(decode_audio(bytes(members[audio_suffix]), audio_suffix), dtype=np.float32)
@@ -487,6 +502,8 @@ class ShardDataset(Dataset):
                 raise _Damaged(where, f"audio member {key}.{audio_suffix} is not mono (shape {wave.shape})")
             need = int(round(clip_len * rate)) if clip_len > 0 else wave.shape[0]
             first = int(round(offset * rate))
+            stored_valid = _stored_valid_samples(meta, wave)
+            valid = max(0, min(need, stored_valid - first))
             piece = wave[first : first + need]
             if piece.shape[0] < need:
                 padded = True
@@ -503,6 +520,7 @@ class ShardDataset(Dataset):
             "path": str(meta.get("path", where)),
             "start": start + offset,
             "padded": padded,
+            "audio_valid_samples": valid if audio is not None else 0,
         }
 
     def _frames(self, where: str, key: str, members: dict[str, memoryview], suffixes: list[str], offset: float,

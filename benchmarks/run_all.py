@@ -5,6 +5,9 @@
 * ``bench_shards.py`` -- reading prepared shards vs decoding on the fly, and training from
   shards vs in-memory tensors (issue 20), when present.
 * ``bench_prepare.py`` -- ``zorro prepare`` throughput and bytes per clip (issue 20), when present.
+* ``bench_annotations.py`` -- the data path at AudioSet-2M scale: ``zorro prepare audioset
+  --dry-run`` over a 2,041,789-row segment list, and the start-up of 200k- and 2M-sample shard
+  folders (issue 26), when present.
 
 Arguments after ``--`` go to ``bench_model.py`` (e.g. ``python benchmarks/run_all.py -- --quick``);
 ``--quick`` alone is passed to it as well. Results land in ``benchmarks/results/``.
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append(("bench_shards", [sys.executable, str(HERE / "bench_shards.py"), "--json", str(HERE / "results" / "shards.json")]))
     if (HERE / "bench_prepare.py").exists():
         jobs.append(("bench_prepare", [sys.executable, str(HERE / "bench_prepare.py"), "--json", str(HERE / "results" / "prepare.json")]))
+    if (HERE / "bench_annotations.py").exists():
+        jobs.append(("bench_annotations", [sys.executable, str(HERE / "bench_annotations.py"), "--json", str(HERE / "results" / "annotations.json")]))
     failed = []
     for name, cmd in jobs:
         print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)

@@ -62,14 +62,17 @@ def test_dataset_json_counts_add_up(reference, media):
     out, desc = reference
     on_disk = json.loads((out / "dataset.json").read_text())
     assert on_disk == desc
-    for key in ("format", "format_version", "num_samples", "labels", "multi_label", "unreadable", "missing", "shards", "counts", "settings", "versions"):
+    for key in ("format", "format_version", "num_samples", "labels", "multi_label", "lists", "shards", "counts", "settings", "versions"):
         assert key in desc, key
-    assert desc["format"] == "zorro-shards" and desc["format_version"] == 1
+    assert desc["format"] == "zorro-shards" and desc["format_version"] == 2 and desc["dry_run"] is False
+    assert "unreadable" not in desc and "missing" not in desc  # lists live beside dataset.json (format 2)
     c = desc["counts"]
     assert c["sources"] == 6 and c["written"] == 4 and c["unreadable"] == 2 and c["missing"] == 0
     assert c["written"] + c["unreadable"] + c["missing"] == c["sources"]
-    assert {u["path"] for u in desc["unreadable"]} == {str(media["garbage"]), str(media["missing"])}
-    assert all(u["reason"] for u in desc["unreadable"])
+    unreadable = list(fmt.iter_list(out, "unreadable"))
+    assert {u["path"] for u in unreadable} == {str(media["garbage"]), str(media["missing"])}
+    assert all(u["reason"] for u in unreadable) and [u["source"] for u in unreadable] == [2, 5]
+    assert (out / "unreadable.jsonl").read_text().count("\n") == 2 and (out / "missing.jsonl").read_text() == ""
     assert desc["num_samples"] == c["samples"] == sum(s["num_samples"] for s in desc["shards"])
     # centre window: one sample per readable file
     assert desc["num_samples"] == 4
@@ -116,6 +119,11 @@ def test_index_offsets_point_at_member_bytes(reference):
     out, desc = reference
     for sh in desc["shards"]:
         idx = fmt.read_index(out / sh["index"])
+        # the label ids of every sample come before the member table, readable from the file's head
+        head = fmt.read_index_head(out / sh["index"], chunk=64)
+        assert "samples" not in head and head["label_ids"] == idx["label_ids"]
+        assert head["label_ids"] == [json.loads(fmt.read_members(out / sh["name"], smp, ["json"])["json"])["label_ids"]
+                                     for smp in idx["samples"]]
         with tarfile.open(out / sh["name"]) as tar:
             members = {ti.name: ti for ti in tar.getmembers()}
             expected = {}
@@ -234,7 +242,7 @@ def test_windows_flac_missing_and_extra(media, tmp_path):
     )
     c = desc["counts"]
     assert (c["sources"], c["written"], c["unreadable"], c["missing"]) == (3, 2, 0, 1)
-    assert desc["missing"] == [{"ytid": "abc"}] and desc["extra"] == {"why": "test"} and desc["multi_label"]
+    assert list(fmt.iter_list(tmp_path / "o", "missing")) == [{"ytid": "abc"}] and desc["extra"] == {"why": "test"} and desc["multi_label"]
     infos = []
     for tar, _, smp in _all_samples(tmp_path / "o", desc):
         m = fmt.read_members(tar, smp)
@@ -380,8 +388,9 @@ def test_windows_past_the_data_are_listed_not_lost(tmp_path):
     desc = prepare_shards([PrepareSource(str(cut), ("cat",))], tmp_path / "o", labels=LABELS, workers=1,
                           **{**SETTINGS, "window": "even:3", "duration": 0.5})
     assert desc["num_samples"] == 1 and desc["counts"]["written"] == 1 and desc["counts"]["skipped_windows"] == 2
-    assert [w["window"] for w in desc["skipped_windows"]] == [1, 2]
-    assert all(w["path"] == str(cut) and "nothing decodable" in w["reason"] for w in desc["skipped_windows"])
+    skipped = list(fmt.iter_list(tmp_path / "o", "skipped_windows"))
+    assert [w["window"] for w in skipped] == [1, 2]
+    assert all(w["path"] == str(cut) and "nothing decodable" in w["reason"] for w in skipped)
 
 
 def test_foreign_shard_files_are_not_touched(media, tmp_path):

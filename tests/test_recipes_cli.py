@@ -16,6 +16,7 @@ import yaml
 from media import make_media
 from toy import TINY_MODEL
 from zorro.cli import main
+from zorro.data.shards.format import iter_list
 
 pytestmark = pytest.mark.filterwarnings("ignore:audio features of shape")  # short test clips cropped to whole patches
 
@@ -68,7 +69,7 @@ def test_audioset_prepare_pretrain_finetune_evaluate(tmp_path, capsys):
     assert main(["prepare", "audioset", "--segments", str(tmp_path / "eval_segments.csv"),
                  "--out", str(tmp_path / "eval"), *common, "--window", "even:2"]) == 0  # two windows a file
     info = json.loads((tmp_path / "eval" / "dataset.json").read_text())
-    assert info["num_samples"] == 4 and [m["ytid"] for m in info["missing"]] == ["yt09-_abcde"]
+    assert info["num_samples"] == 4 and [m["ytid"] for m in iter_list(tmp_path / "eval", "missing")] == ["yt09-_abcde"]
     assert info["extra"]["dataset"] == "audioset" and info["labels"][1] == "Male speech, man speaking"
 
     pre = _config(tmp_path / "pre.yaml", train_shards=str(tmp_path / "train"), eval_shards=str(tmp_path / "eval"), multi_label=True)
@@ -159,7 +160,7 @@ def test_vggsound_and_kinetics_sounds_prepare_commands(tmp_path, capsys):
                  "--media-root", str(tmp_path / "vgg"), "--out", str(tmp_path / "vgg_train"), *small]) == 0
     info = json.loads((tmp_path / "vgg_train" / "dataset.json").read_text())
     assert info["labels"] == ["bird chirping, tweeting", "dog barking"]  # sorted over both splits
-    assert info["counts"]["written"] == 2 and [m["ytid"] for m in info["missing"]] == ["vid00000004"]
+    assert info["counts"]["written"] == 2 and [m["ytid"] for m in iter_list(tmp_path / "vgg_train", "missing")] == ["vid00000004"]
     assert info["extra"]["filtered_counts"] == {"split is not train": 1}
 
     # Kinetics-Sounds from the CSV (torchvision-style tree; abseiling is not a Kinetics-Sounds class)
@@ -172,7 +173,7 @@ def test_vggsound_and_kinetics_sounds_prepare_commands(tmp_path, capsys):
                  "--media-root", str(tmp_path / "k400" / "train"), "--out", str(tmp_path / "ks"), *small]) == 0
     info = json.loads((tmp_path / "ks" / "dataset.json").read_text())
     assert info["labels"] == ["playing bagpipes", "tapping pen"] and info["counts"]["written"] == 1
-    assert [m["id"] for m in info["missing"]] == ["kin00000003_000003_000013"]
+    assert [m["id"] for m in iter_list(tmp_path / "ks", "missing")] == ["kin00000003_000003_000013"]
     assert info["extra"]["filtered_counts"] == {"class not in the subset": 1}
     # ... and from the tree alone
     assert main(["prepare", "kinetics-sounds", "--classes", str(classes), "--media-root", str(tmp_path / "k400" / "train"),

@@ -19,6 +19,7 @@ def test_the_recipes_ship_their_configs():
     for dataset in ("audioset", "vggsound", "kinetics_sounds"):
         assert {f"{dataset}/pretrain.yaml", f"{dataset}/finetune.yaml"} <= names
     assert "esc50/finetune.yaml" in names  # audio only: no audio-visual pre-training on ESC-50
+    assert "urbansound8k/finetune.yaml" in names  # audio only as well
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -30,7 +31,9 @@ def test_config_loads_and_validates(path):
     assert (arch.fbank_num_mel_bins, arch.fbank_frame_length, arch.fbank_frame_shift) == (128, 25.0, 10.0)
     assert arch.audio_mean is not None and arch.audio_std is not None
     assert cfg.data.train_shards and cfg.data.eval_shards
-    assert cfg.data.duration == (5.0 if path.parent.name == "esc50" else 10.0)
+    from zorro.data import registry
+
+    assert cfg.data.duration == registry.get(path.parent.name.replace("_", "-")).duration  # the dataset's stored window
     if cfg.task == "supervised":
         assert cfg.data.eval_protocol == path.parent.name.replace("_", "-")
     if path.parent.name == "audioset":

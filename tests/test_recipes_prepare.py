@@ -10,6 +10,7 @@ from zorro.data.annotations import MediaIndex, NameTemplate, match_media, read_a
 from zorro.data.annotations.media import COMMON_FIELDS
 from zorro.data.annotations.sources import prepare_inputs
 from zorro.data.sample_meta import sample_metadata, select_samples
+from zorro.data.shards.format import iter_list
 
 LABELS = textwrap.dedent('''\
     index,mid,display_name
@@ -52,11 +53,13 @@ def test_audioset_corpus_to_shards_lists_missing_and_dropped(tmp_path):
     assert info["multi_label"] and info["labels"] == ["Speech", "Male speech, man speaking", "Gush"]
     counts = info["counts"]
     assert (counts["sources"], counts["written"], counts["unreadable"], counts["missing"]) == (4, 3, 0, 1)
-    assert [m["ytid"] for m in info["missing"]] == ["-0BIyqJj9ZU"]
-    assert info["missing"][0]["looked_for"] == ["{ytid}_{start:06d}", "Y{ytid}"]
+    missing = list(iter_list(tmp_path / "out", "missing"))
+    assert [m["ytid"] for m in missing] == ["-0BIyqJj9ZU"]
+    assert missing[0]["looked_for"] == ["{ytid}_{start:06d}", "Y{ytid}"]
     extra = info["extra"]
     assert extra["dataset"] == "audioset" and extra["annotated"] == 4
-    assert extra["dropped_counts"] == {"malformed row": 1} and extra["dropped_rows"][0]["line"] == 8
+    assert extra["dropped_counts"] == {"malformed row": 1} and "dropped_rows" not in extra
+    assert [d["line"] for d in iter_list(tmp_path / "out", "dropped_rows")] == [8] and counts["rows"] == 5
     samples, _ = sample_metadata(tmp_path / "out")
     assert [s["meta"]["ytid"] for s in samples] == ["--PJHxphWEs", "--ZhevVpy1s", "--aE2O5G5WE"]
     assert samples[0]["meta"]["start"] == 30.0 and samples[0]["meta"]["mids"] == ["/m/09x0r", "/t/dd00088"]
@@ -84,7 +87,7 @@ def test_esc50_corpus_keeps_folds(tmp_path):
     match = match_media(parsed.records, MediaIndex(audio), templates)
     inputs = prepare_inputs("esc50", parsed, match, templates=templates)
     info = prepare_shards(inputs.sources, tmp_path / "out", workers=1, **inputs.kwargs(), **{**SMALL, "video": False})
-    assert (info["counts"]["written"], info["counts"]["missing"]) == (9, 1) and [m["id"] for m in info["missing"]] == ["5-10005-A-1.wav"]
+    assert (info["counts"]["written"], info["counts"]["missing"]) == (9, 1) and [m["id"] for m in iter_list(tmp_path / "out", "missing")] == ["5-10005-A-1.wav"]
     samples, _ = sample_metadata(tmp_path / "out")
     assert select_samples(samples, "fold", {5}) == [8]
     assert select_samples(samples, "fold", lambda f: f != 1) == list(range(2, 9))

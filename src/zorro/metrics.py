@@ -357,8 +357,15 @@ def evaluate_heads(
 
 # ---------------------------------------------------------------------------- dataset protocols
 
-#: datasets whose evaluation protocol :func:`dataset_metrics` knows
-PROTOCOLS = ("audioset", "vggsound", "kinetics-sounds", "esc50")
+def _registry():
+    from zorro.data import registry  # noqa: PLC0415
+
+    return registry
+
+
+#: datasets whose evaluation protocol :func:`dataset_metrics` knows: every dataset of
+#: :mod:`zorro.data.registry` (each module declares its protocol)
+PROTOCOLS = _registry().names()
 
 
 def _check_binary_targets(scores: torch.Tensor, targets: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -490,14 +497,16 @@ def single_label_metrics(logits: torch.Tensor, targets: torch.Tensor, *, ks: Seq
 
 
 def dataset_metrics(protocol: str, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float | int]:
-    """The metrics a dataset's papers report.
+    """The metrics a dataset's papers report, as its registry module declares them
+    (:class:`zorro.data.registry.Protocol`).
 
     Args:
-        protocol: one of :data:`PROTOCOLS`: ``"audioset"`` (:func:`multilabel_metrics`),
-            ``"vggsound"`` (top-1, top-5, mAP), ``"kinetics-sounds"`` (top-1, top-5),
-            ``"esc50"`` (top-1 of one fold; combine folds with :func:`fold_summary`).
+        protocol: a dataset name of :data:`PROTOCOLS`: ``"audioset"``
+            (:func:`multilabel_metrics`: mAP, mAUC, d-prime), ``"vggsound"`` (top-1, top-5,
+            mAP), ``"kinetics-sounds"`` (top-1, top-5), ``"esc50"`` and ``"urbansound8k"``
+            (top-1 of one fold; combine folds with :func:`fold_summary`).
         scores: ``(N, C)`` float scores.
-        targets: ``(N, C)`` binary labels (audioset) or ``(N,)`` integer classes.
+        targets: ``(N, C)`` binary labels (multi-label protocols) or ``(N,)`` integer classes.
 
     Returns:
         dict metric name -> value.
@@ -505,15 +514,13 @@ def dataset_metrics(protocol: str, scores: torch.Tensor, targets: torch.Tensor) 
     Raises:
         ValueError: an unknown protocol, or as the underlying metric.
     """
-    if protocol == "audioset":
+    registry = _registry()
+    if protocol not in registry.names():
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {registry.names()}")
+    spec = registry.get(protocol).protocol
+    if spec.metrics == "multi_label":
         return multilabel_metrics(scores, targets)
-    if protocol == "vggsound":
-        return single_label_metrics(scores, targets, ks=(1, 5), with_map=True)
-    if protocol == "kinetics-sounds":
-        return single_label_metrics(scores, targets, ks=(1, 5))
-    if protocol == "esc50":
-        return single_label_metrics(scores, targets, ks=(1,))
-    raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return single_label_metrics(scores, targets, ks=spec.ks, with_map=spec.with_map)
 
 
 def fold_summary(values: Sequence[float]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ logits per source file: a file prepared with several windows (``zorro prepare --
 even:N``; multi-window evaluation) gets the mean of its windows' logits, each window scored
 by the average of every output its inputs allow (audio and video where both are present,
 audio alone for audio-only data such as ESC-50). :func:`evaluate_protocol` applies
-:func:`zorro.metrics.dataset_metrics` to them: AudioSet mAP/mAUC/d-prime, VGGSound
-top-1/top-5/mAP, Kinetics-Sounds top-1/top-5, ESC-50 top-1 of the fold.
+:func:`zorro.metrics.dataset_metrics` to them, with the metrics each dataset's registry
+module declares (:mod:`zorro.data.registry`): AudioSet mAP/mAUC/d-prime, VGGSound
+top-1/top-5/mAP, Kinetics-Sounds top-1/top-5, ESC-50 and UrbanSound8K top-1 of the fold.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def evaluate_protocol(
     Args:
         model: a :class:`zorro.tasks.ZorroClassifier`.
         loader: evaluation batches.
-        protocol: one of :data:`zorro.metrics.PROTOCOLS`.
+        protocol: a dataset name of :data:`zorro.metrics.PROTOCOLS` (the dataset registry).
         device: where the model runs.
         average_windows: one score per file (mean over its windows).
 

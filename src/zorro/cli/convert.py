@@ -17,9 +17,10 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ def verify_against_reference(model, seed_state: dict[str, torch.Tensor], seed_kw
     Returns the max absolute difference of the ``(1, r, dim)`` outputs; raises
     ``ValueError`` when it exceeds ``1e-4`` times the output scale.
     """
+    import torch  # noqa: PLC0415  (only this command needs it: `zorro --help` starts without torch)
+
     from zorro.reference import DenseZorro
 
     cfg = model.config

@@ -1,4 +1,5 @@
-"""``zorro cv``: k-fold cross-validation over the folds recorded in prepared shards (ESC-50)."""
+"""``zorro cv``: k-fold cross-validation over the folds recorded in prepared shards (the
+datasets of :mod:`zorro.data.registry` whose protocol has folds: ESC-50, UrbanSound8K)."""
 
 from __future__ import annotations
 
@@ -34,14 +35,19 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cv`` to the ``zorro`` parser."""
-    p = sub.add_parser("cv", help="k-fold cross-validation on prepared shards (ESC-50's five folds)",
+    from zorro.data.registry import specs
+
+    with_folds = [f"{s.name} ({len(s.protocol.folds)} folds)" for s in specs() if s.protocol.folds]
+    p = sub.add_parser("cv", help=f"k-fold cross-validation on prepared shards ({', '.join(with_folds)})",
                        description="Trains one supervised model per fold on the other folds of a prepared shard folder and "
-                                   "evaluates it on its fold with the config's data.eval_protocol (default esc50); writes "
-                                   "OUT/fold{k}/ run folders and OUT/cv_metrics.json (mean and std over the folds).")
+                                   "evaluates it on its fold with the dataset's protocol (data.eval_protocol, default: the "
+                                   "dataset the folder was prepared from); writes OUT/fold{k}/ run folders and "
+                                   "OUT/cv_metrics.json (mean and std of the headline metric over the folds). Datasets with "
+                                   f"predefined folds: {', '.join(with_folds)}.")
     add_config_file_args(p)  # --config (e.g. configs/esc50/finetune.yaml) and --set
     p.add_argument("--shards", help="prepared folder holding every fold (default: data.train_shards)")
     p.add_argument("--out", help="parent folder of the fold runs (run.out_dir)")
     p.add_argument("--init-from", help="pre-trained backbone folder (model.init_from)")
-    p.add_argument("--field", default="fold", help="the sample-meta field holding the fold (default: fold)")
+    p.add_argument("--field", default=None, help="the sample-meta field holding the fold (default: the dataset's, fold)")
     p.add_argument("--folds", nargs="+", help="hold out only these fold values (default: every value present)")
     p.set_defaults(func=_cmd)

@@ -301,7 +301,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", help="evaluation manifest (CSV/JSONL) or a folder-per-class tree (default: the run's data.eval_manifest)")
     p.add_argument("--shards", help="evaluation shards: a folder written by `zorro prepare` (instead of --manifest)")
     _add_clip_overrides(p)
-    p.add_argument("--protocol", choices=("audioset", "vggsound", "kinetics-sounds", "esc50"),
+    from zorro.data.registry import names as dataset_names
+
+    p.add_argument("--protocol", choices=dataset_names(),
                    help="also report this dataset's metrics, one score per file (default: the run's data.eval_protocol)")
     p.add_argument("--per-window", action="store_true",
                    help="with --protocol: score every stored window on its own instead of averaging the windows of a file")

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from zorro.data.annotations.media import MEDIA_EXTENSIONS
 from zorro.data.decode import DecodeError, MediaReader, decode_time_limit
-from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_video
+from zorro.data.transforms import CROP_RATIO, CROP_SCALE, HFLIP_PROB, IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 
 logger = logging.getLogger(__name__)
 
-MEDIA_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
 
 class LabelVocab:
@@ -255,7 +255,9 @@ class ClipDataset(Dataset):
         duration, num_frames, image_size, sample_rate: see :func:`zorro.data.read_clip`.
         audio, video: decode these modalities (a file lacking one still yields the other).
         mean, std: per-channel video normalisation (default ImageNet).
-        scale, ratio, hflip_prob: random-resized-crop parameters (training only).
+        scale, ratio, hflip_prob: random-resized-crop parameters (training only); these,
+            ``image_size`` and ``mean``/``std`` form the dataset's
+            :class:`~zorro.data.transforms.VideoTransform` (``.transform``).
         seed: base seed; item randomness depends only on ``(seed, epoch, index)``, so results
             do not depend on worker count or order. Call :meth:`set_epoch` each epoch.
         backend: decoder backend (``"pyav"``, ``"torchcodec"``, ``"auto"``).
@@ -284,9 +286,9 @@ class ClipDataset(Dataset):
         video: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        scale: Sequence[float] = (0.25, 1.0),
-        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-        hflip_prob: float = 0.5,
+        scale: Sequence[float] = CROP_SCALE,
+        ratio: Sequence[float] = CROP_RATIO,
+        hflip_prob: float = HFLIP_PROB,
         seed: int = 0,
         backend: str = "pyav",
         seek_mode: str = "exact",
@@ -300,8 +302,7 @@ class ClipDataset(Dataset):
             raise ValueError(f"clips_per_video must be a positive int, got {clips_per_video!r}")
         if not (audio or video):
             raise ValueError("at least one of audio/video must be True")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB), got {len(mean)} and {len(std)}")
+        self.transform = VideoTransform(int(image_size), tuple(scale), tuple(ratio), float(hflip_prob), tuple(mean), tuple(std))
         self.entries = entries
         self.vocab = vocab if vocab is not None else LabelVocab.from_labels(e.labels for e in entries)
         self.multi_label = bool(multi_label)
@@ -317,16 +318,13 @@ class ClipDataset(Dataset):
         self.train = bool(train)
         self.duration = float(duration)
         self.num_frames = int(num_frames)
-        self.image_size = int(image_size)
+        self.image_size = self.transform.image_size
         self.sample_rate = int(sample_rate)
         self.clips_per_video = 1 if self.train else clips_per_video
         self.audio = audio
         self.video = video
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.scale = tuple(scale)
-        self.ratio = tuple(ratio)
-        self.hflip_prob = float(hflip_prob)
+        t = self.transform
+        self.mean, self.std, self.scale, self.ratio, self.hflip_prob = t.mean, t.std, t.scale, t.ratio, t.hflip_prob
         self.seed = int(seed)
         self.backend = backend
         self.seek_mode = seek_mode
@@ -420,7 +418,7 @@ class ClipDataset(Dataset):
                 self._logged.add(entry.path)
                 logger.debug("skipping unreadable file: %s", exc)
             return Skipped(index, entry.path, exc.reason)
-        video = normalize_video(clip.video, self.mean, self.std) if clip.video is not None else None
+        video = self.transform.normalize(clip.video) if clip.video is not None else None
         return {
             "audio": clip.audio,
             "video": video,

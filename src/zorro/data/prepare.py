@@ -1,16 +1,18 @@
 """Decode media files once into prepared shards (``zorro prepare``).
 
-:func:`prepare_shards` decodes every :class:`PrepareSource` with the library decoder
+:func:`prepare_shards` decodes every source (a :class:`PrepareSource` list or a compact
+:class:`~zorro.data.sources.SourceTable`) with the library decoder
 (:class:`zorro.data.MediaReader`, the same settings as :func:`zorro.data.read_clip`) in a pool
 of worker processes and writes tar shards in the WebDataset layout with a byte-offset index
-each, then ``dataset.json`` (layout: :mod:`zorro.data.shards.format`).
+each, then ``dataset.json`` and its lists (layout: :mod:`zorro.data.shards.format`).
 
 Guarantees:
 
 * **Counts add up**: every source is either written (one sample per stored window) or listed
-  in ``unreadable`` with the decoder's reason; ``counts["sources"] == counts["written"] +
+  in ``unreadable.jsonl`` with the decoder's reason; ``counts["sources"] == counts["written"] +
   counts["unreadable"] + counts["missing"]``. A window of a written source that decodes to
-  nothing is listed in ``skipped_windows``.
+  nothing is listed in ``skipped_windows.jsonl``. ``dataset.json`` itself holds only counts,
+  so it stays small however many clips there are.
 * **Deterministic**: samples go to shards in source order (then window order); a shard closes
   at the first source boundary where it holds ``samples_per_shard`` samples or
   ``shard_bytes`` bytes. The same sources and settings give byte-identical shards.
@@ -20,6 +22,12 @@ Guarantees:
   and settings keeps the finished shards without decoding their sources again, removes
   temporary and unfinished files, and finishes the job. Different settings or sources in a
   folder that already holds shards raise ValueError naming the differences.
+* **Parts**: with ``part=K, num_parts=N`` a run prepares a contiguous slice of the sources
+  (:func:`part_range`: deterministic, disjoint, balanced in expected decoding work) into
+  shards named after the part, so N machines can write into one folder at once; each part
+  restarts like a whole run, records what it did in ``OUT/parts/``, and the last part to
+  finish (or ``zorro prepare merge``, :func:`zorro.data.accounting.merge_parts`) writes the
+  one ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -39,60 +47,49 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from zorro.data import DecodeError, MediaReader
+from zorro.data.accounting import (
+    PARTS_DIR,
+    ListSource,
+    count_list,
+    describe,
+    merge_parts,
+    part_list_name,
+    read_part_record,
+    write_list,
+    write_part_record,
+)
 from zorro.data.shards.format import (
     AUDIO_SUFFIXES,
     DATASET_JSON,
-    FORMAT_NAME,
     FORMAT_VERSION,
+    LIST_FILES,
     MAX_FRAMES,
+    MAX_PARTS,
     encode_jpeg,
     index_name,
-    read_index,
+    iter_list,
+    parse_shard_file,
+    read_index_head,
     sample_key,
     shard_name,
     write_json_atomic,
 )
 from zorro.data.shards.writer import ShardWriter, sample_members, tmp_name
-from zorro.data.transforms import CropBox
+from zorro.data.sources import PrepareSource, SourceTable
 
-__all__ = ["PrepareSource", "PrepareSettings", "prepare_shards", "parse_window"]
+if TYPE_CHECKING:
+    from zorro.data.transforms import CropBox
+
+__all__ = ["PrepareSource", "PrepareSettings", "prepare_shards", "parse_window", "part_range", "expected_work", "settings_record", "LOCK_FILE"]
 
 logger = logging.getLogger(__name__)
 
 #: test hook: seconds to sleep after each sample is written (lets tests kill a run mid-shard)
 TEST_PAUSE_ENV = "ZORRO_PREPARE_TEST_PAUSE"
-_SHARD_FILE = re.compile(r"^shard-(\d{6})\.(tar|index\.json)(\.tmp)?$")
-
-
-@dataclass(frozen=True)
-class PrepareSource:
-    """One media file to prepare.
-
-    Attributes:
-        path: the media file.
-        labels: class names (exactly one unless ``multi_label``; may be empty when
-            ``multi_label``).
-        start, end: optional segment of the file (s, container timeline): windows are placed
-            inside it (``window="manifest"``: the window *is* it).
-        meta: JSON-serialisable annotation fields stored in each sample's JSON (``meta``).
-    """
-
-    path: str
-    labels: tuple[str, ...]
-    start: float | None = None
-    end: float | None = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_entry(cls, entry: Any, meta: Mapping[str, Any] | None = None) -> "PrepareSource":
-        """From a :class:`zorro.data.ManifestEntry` (or anything with ``path``, ``labels``,
-        ``start``, ``end``)."""
-        return cls(str(entry.path), tuple(entry.labels), entry.start, entry.end, dict(meta or {}))
 
 
 @dataclass(frozen=True)
@@ -200,6 +197,8 @@ def _windows(src: PrepareSource, info_start: float, info_end: float | None, s: P
         start = info_start if src.start is None else float(src.start)
         dur = s.duration if src.end is None else float(src.end) - start
         if not dur > 0:
+            from zorro.data.decode import DecodeError  # noqa: PLC0415
+
             raise DecodeError(src.path, f"manifest window [{start}, {src.end}) is empty")
         return [(start, dur)]
     lo = info_start if src.start is None else max(info_start, float(src.start))
@@ -221,9 +220,11 @@ def _windows(src: PrepareSource, info_start: float, info_end: float | None, s: P
 MAX_ASPECT = 3.0
 
 
-def _source_box(width: int, height: int) -> CropBox:
+def _source_box(width: int, height: int) -> "CropBox":
     """The part of a ``width`` × ``height`` picture that is stored (px): all of it, or its
     centre when its aspect ratio exceeds :data:`MAX_ASPECT`."""
+    from zorro.data.transforms import CropBox  # noqa: PLC0415
+
     w, h = float(width), float(height)
     if w > MAX_ASPECT * h:
         return CropBox((w - MAX_ASPECT * h) / 2.0, 0.0, MAX_ASPECT * h, h)
@@ -264,6 +265,8 @@ def _prepare_source(job: tuple[int, PrepareSource, PrepareSettings, dict[str, in
     [(info, members)], "skipped": [{window, start, reason}]}`` or ``{"index", "unreadable":
     reason}``. Only :class:`~zorro.data.DecodeError` counts as unreadable; anything else is
     re-raised naming the file."""
+    from zorro.data.decode import DecodeError  # noqa: PLC0415  (the decoders load in the processes that decode)
+
     i, src, s, vocab = job
     try:
         return _decode_source(i, src, s, vocab)
@@ -274,6 +277,8 @@ def _prepare_source(job: tuple[int, PrepareSource, PrepareSettings, dict[str, in
 
 
 def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[str, int]) -> dict[str, Any]:
+    from zorro.data.decode import DecodeError, MediaReader  # noqa: PLC0415
+
     threads = 1 if multiprocessing.parent_process() is not None else 0
     samples = []
     skipped = []
@@ -348,42 +353,9 @@ def _init_worker() -> None:
 
 
 # -- bookkeeping ---------------------------------------------------------------------------
-def _check_sources(sources: Sequence[Any], labels: Sequence[str], multi_label: bool) -> tuple[list[PrepareSource], dict[str, int]]:
-    if isinstance(labels, str) or not all(isinstance(x, str) for x in labels):
-        raise TypeError("labels must be a sequence of class-name strings (the vocabulary in class-id order)")
-    vocab = {name: k for k, name in enumerate(labels)}
-    if len(vocab) != len(labels):
-        raise ValueError("labels has duplicate names")
-    out = []
-    for k, src in enumerate(sources):
-        if not isinstance(src, PrepareSource):
-            if hasattr(src, "path") and hasattr(src, "labels"):
-                src = PrepareSource.from_entry(src, getattr(src, "meta", None))
-            else:
-                raise TypeError(f"sources[{k}] must be a PrepareSource, got {type(src).__name__}")
-        if isinstance(src.labels, str):
-            raise TypeError(f"sources[{k}].labels must be a tuple of names, got the string {src.labels!r}")
-        labs = tuple(str(x) for x in src.labels)
-        for lab in labs:
-            if lab not in vocab:
-                raise ValueError(f"sources[{k}] ({src.path}) has label {lab!r}, which is not in labels")
-        if not multi_label and len(labs) != 1:
-            raise ValueError(f"sources[{k}] ({src.path}) has {len(labs)} labels; single-label data needs exactly one (or multi_label=True)")
-        for name in ("start", "end"):
-            v = getattr(src, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                raise ValueError(f"sources[{k}].{name} must be a finite number of seconds or None, got {v!r}")
-        if src.start is not None and src.end is not None and src.end <= src.start:
-            raise ValueError(f"sources[{k}] ({src.path}) has end {src.end} <= start {src.start}")
-        try:
-            meta = json.loads(json.dumps(dict(src.meta), sort_keys=True))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"sources[{k}].meta must be JSON-serialisable ({exc})") from None
-        out.append(PrepareSource(os.fspath(src.path), labs, None if src.start is None else float(src.start), None if src.end is None else float(src.end), meta))
-    return out, vocab
-
-
-def _settings_dict(s: PrepareSettings) -> dict[str, Any]:
+def settings_record(s: PrepareSettings) -> dict[str, Any]:
+    """The ``settings`` recorded in ``dataset.json`` and the indexes: the fields of ``s``
+    (``window`` normalised) plus how frames are resized and encoded."""
     d = asdict(s)
     d["window"] = "{}:{}".format(*parse_window(s.window)) if parse_window(s.window)[0] == "even" else parse_window(s.window)[0]
     d["frame_resize"] = "swscale bilinear to the long side, then antialiased bilinear (uint8) on the short axis"
@@ -392,12 +364,15 @@ def _settings_dict(s: PrepareSettings) -> dict[str, Any]:
     return d
 
 
-def _fingerprint(sources: list[PrepareSource], settings: dict[str, Any], labels: Sequence[str], multi_label: bool) -> str:
+def _fingerprint(table: SourceTable, settings: dict[str, Any], index_fields: Sequence[str]) -> str:
+    """sha256 over the format version, settings, vocabulary, index fields and every source's
+    canonical text (:meth:`SourceTable.canonical`)."""
     h = hashlib.sha256()
-    head = {"format_version": FORMAT_VERSION, "settings": settings, "labels": list(labels), "multi_label": bool(multi_label)}
+    head = {"format_version": FORMAT_VERSION, "settings": settings, "labels": list(table.labels), "multi_label": table.multi_label,
+            "index_fields": list(index_fields)}
     h.update(json.dumps(head, sort_keys=True).encode())
-    for src in sources:
-        h.update(json.dumps([src.path, list(src.labels), src.start, src.end, src.meta], sort_keys=True).encode())
+    for i in range(len(table)):
+        h.update(table.canonical(i).encode())
         h.update(b"\n")
     return h.hexdigest()
 
@@ -425,10 +400,58 @@ def _describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return "; ".join(diffs) if diffs else "the sources (paths, labels, segments or meta) or the label vocabulary differ"
 
 
-def _refuse_foreign_shards(out: Path) -> None:
-    """Raise ValueError if ``out`` (where no ``zorro prepare`` ran) holds files named like
-    shards: they are someone else's, and a run would replace or remove them."""
-    foreign = sorted(p.name for p in out.iterdir() if _SHARD_FILE.match(p.name))
+def expected_work(table: SourceTable, settings: PrepareSettings) -> np.ndarray:
+    """Seconds of media each source is expected to cost to decode: ``(len(table),)`` float64.
+
+    ``window="manifest"``: the source's ``end - start`` where both are given, else
+    ``duration``; ``"centre"``: ``duration``; ``"even:N"``: ``N * duration`` (the file's
+    length is not known before opening it, so every source of a job counts alike)."""
+    kind, n = parse_window(settings.window)
+    work = np.full(len(table), settings.duration * (n if kind == "even" else 1), dtype=np.float64)
+    if kind == "manifest" and len(table):
+        start = np.frombuffer(table._start, dtype=np.float64)
+        end = np.frombuffer(table._end, dtype=np.float64)
+        known = ~(np.isnan(start) | np.isnan(end))
+        work[known] = np.maximum(end[known] - start[known], 1e-3)
+    return work
+
+
+def part_range(table: SourceTable, part: int, num_parts: int, settings: PrepareSettings) -> tuple[int, int]:
+    """The sources ``[lo, hi)`` of part ``part`` of ``num_parts``: contiguous slices in source
+    order whose expected work (:func:`expected_work`) is as equal as the sources allow
+    (source ``i`` goes to the part its midpoint of the cumulative work falls in). Depends
+    only on the sources and the settings, so every machine computes the same slices."""
+    work = expected_work(table, settings)
+    if not len(work):
+        return 0, 0
+    cum = np.cumsum(work)
+    mid = cum - work / 2.0
+    total = float(cum[-1])
+    lo = int(np.searchsorted(mid, part * total / num_parts, side="left"))
+    hi = int(np.searchsorted(mid, (part + 1) * total / num_parts, side="left")) if part + 1 < num_parts else len(work)
+    return lo, hi
+
+
+def _check_parts(part: Any, num_parts: Any) -> tuple[int | None, int | None]:
+    if part is None and num_parts is None:
+        return None, None
+    if part is None or num_parts is None:
+        raise ValueError("give both part and num_parts (e.g. --part 0 --num-parts 4), or neither")
+    for name, v in (("part", part), ("num_parts", num_parts)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+    if not 1 <= num_parts <= MAX_PARTS:
+        raise ValueError(f"num_parts must be in [1, {MAX_PARTS}], got {num_parts}")
+    if not 0 <= part < num_parts:
+        raise ValueError(f"part must be in [0, num_parts) = [0, {num_parts}), got {part} (parts are numbered from 0)")
+    return int(part), int(num_parts)
+
+
+def _refuse_foreign_shards(out: Path, part: int | None) -> None:
+    """Raise ValueError if ``out`` holds files named like the shards this run (or part) would
+    write while no ``zorro prepare`` of it ran there: they are someone else's, and a run would
+    replace or remove them. (Other parts' shards are theirs: parts run side by side.)"""
+    foreign = sorted(p.name for p in out.iterdir() if (parse_shard_file(p.name) or (-1,))[0] == part)
     if foreign:
         raise ValueError(
             f"{str(out)!r} holds files named like shards ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
@@ -436,14 +459,34 @@ def _refuse_foreign_shards(out: Path) -> None:
         )
 
 
-def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Finished shards from an earlier run with the same fingerprint (a contiguous prefix
-    0..k-1); removes temporary files and every later/unfinished shard file. Raises
-    ValueError when the folder holds shards of other settings or sources."""
+def _refuse_mixing(out: Path, part: int | None) -> None:
+    """A folder holds one run's shards or one partitioned job's, never both."""
+    names = [parse_shard_file(p.name) for p in out.iterdir()]
+    if part is None and (any(n and n[0] is not None for n in names) or (out / PARTS_DIR).exists()):
+        raise ValueError(f"{str(out)!r} is being prepared in parts (--part/--num-parts): run the parts, or use another --out folder")
+    if part is not None and any(n and n[0] is None for n in names):
+        raise ValueError(f"{str(out)!r} holds shards of a run without --part; prepare the parts into another --out folder")
+
+
+def _older_format(where: str) -> ValueError:
+    return ValueError(
+        f"{where} was written by an older zorro (shard format 1); the folder stays readable as it is. "
+        f"To prepare it again with this zorro, use a new --out folder"
+    )
+
+
+def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any], part: int | None, num_parts: int | None,
+                   start: int) -> list[dict[str, Any]]:
+    """Finished shards of this run (or part) from an earlier run with the same fingerprint (a
+    contiguous prefix 0..k-1 starting at source ``start``); removes this run's temporary
+    files and every later/unfinished shard file of it. Raises ValueError when the folder
+    holds shards of other settings or sources."""
     for p in out.iterdir():
-        m = _SHARD_FILE.match(p.name)
-        if (m and m.group(3)) or p.name == tmp_name(DATASET_JSON):
+        parsed = parse_shard_file(p.name)
+        if parsed and parsed[0] == part and parsed[3]:
             logger.info("removing unfinished %s", p.name)
+            p.unlink()
+        elif part is None and p.name == tmp_name(DATASET_JSON):
             p.unlink()
     existing = out / DATASET_JSON
     if existing.is_file():
@@ -451,27 +494,33 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
             old = json.loads(existing.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = {}
+        if old.get("format_version") == 1:
+            raise _older_format(f"{str(out)!r}")
         if old.get("fingerprint") not in (None, fingerprint):
             raise ValueError(
                 f"{str(out)!r} holds a dataset prepared with other settings or sources "
                 f"({_describe_difference(old.get('settings') or {}, settings)}); use another --out folder or remove it"
             )
     finished: list[dict[str, Any]] = []
-    next_source = 0
+    next_source = start
     n = 0
     while True:
-        ipath, tpath = out / index_name(n), out / shard_name(n)
+        ipath, tpath = out / index_name(n, part), out / shard_name(n, part)
         if not ipath.is_file():
             break
         try:
-            idx = read_index(ipath)
+            idx = read_index_head(ipath)
         except ValueError:
             break
+        if idx.get("format_version") == 1:
+            raise _older_format(str(ipath))
         if idx.get("fingerprint") != fingerprint:
             raise ValueError(
                 f"{str(out)!r} holds shards prepared with other settings or sources "
                 f"({_describe_difference(idx.get('settings') or {}, settings)}); use another --out folder or remove them"
             )
+        if idx.get("num_parts") != num_parts:
+            raise ValueError(f"{str(out)!r} holds shards of a job in {idx.get('num_parts')} parts; this run is for {num_parts}")
         if not tpath.is_file() or tpath.stat().st_size != idx.get("bytes") or idx.get("source_start") != next_source:
             break
         finished.append(_summary(idx))
@@ -479,8 +528,8 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
         n += 1
     # everything after the finished prefix is from an interrupted run: remove it
     for p in sorted(out.iterdir()):
-        m = _SHARD_FILE.match(p.name)
-        if m and int(m.group(1)) >= n:
+        parsed = parse_shard_file(p.name)
+        if parsed and parsed[0] == part and parsed[1] >= n:
             logger.info("removing unfinished shard file %s", p.name)
             p.unlink()
     return finished
@@ -489,46 +538,65 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any]) -> lis
 LOCK_FILE = ".zorro-prepare.lock"
 
 
+def _lock_name(part: int | None) -> str:
+    return LOCK_FILE if part is None else f".zorro-prepare.p{part:04d}.lock"
+
+
 @contextlib.contextmanager
-def _folder_lock(out: Path):
-    """Hold an exclusive ``flock`` on ``OUT/.zorro-prepare.lock`` (released by the kernel
-    when the process dies, so a killed run never blocks its restart). Raises ValueError when
-    another process holds it."""
+def _folder_lock(out: Path, part: int | None = None):
+    """Hold an exclusive ``flock`` on ``OUT/.zorro-prepare.lock`` (a part: on its own
+    ``.zorro-prepare.pKKKK.lock``; released by the kernel when the process dies, so a killed
+    run never blocks its restart). Raises ValueError when another process holds it."""
     try:
         import fcntl  # noqa: PLC0415
     except ImportError:  # not POSIX: no protection against two concurrent runs
         yield
         return
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out / _lock_name(part), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"another zorro prepare is writing to {str(out)!r}; wait for it or use another --out folder") from None
+            what = "" if part is None else f" part {part}"
+            raise ValueError(f"another zorro prepare{what} is writing to {str(out)!r}; wait for it or use another --out folder") from None
         yield
     finally:
         os.close(fd)
 
 
 def _summary(index: Mapping[str, Any]) -> dict[str, Any]:
-    """An index without its per-sample entries (what the run keeps in memory per shard)."""
-    return {k: v for k, v in index.items() if k != "samples"}
+    """An index without its per-sample columns (what the run keeps in memory per shard)."""
+    return {k: v for k, v in index.items() if k not in ("samples", "label_ids", "sample_meta")}
 
 
-def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], resume: int) -> list[dict[str, Any]] | None:
-    """When ``dataset.json`` of a finished run with this fingerprint lists exactly the
-    finished shards, the unreadable sources after the last shard (they are in no index);
-    else None."""
-    p = out / DATASET_JSON
-    if not p.is_file():
-        return None
-    try:
-        old = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], resume: int, part: int | None) -> list[dict[str, Any]] | None:
+    """When the record of a finished run (``dataset.json``, or the part's record) with this
+    fingerprint lists exactly the finished shards, the unreadable sources after the last shard
+    (they are in no index); else None."""
+    if part is None:
+        p = out / DATASET_JSON
+        try:
+            old = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if old.get("dry_run") or old.get("format_version") != FORMAT_VERSION:
+            return None
+        entries = lambda: iter_list(out, "unreadable")  # noqa: E731
+    else:
+        old = read_part_record(out, part)
+        if old is None:
+            return None
+        path = out / PARTS_DIR / part_list_name(part, "unreadable")
+
+        def entries() -> list[dict[str, Any]]:
+            with open(path, encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
     if old.get("fingerprint") != fingerprint or [s.get("name") for s in old.get("shards", [])] != [ix["shard"] for ix in finished]:
         return None
-    tail = [u for u in old.get("unreadable", []) if isinstance(u.get("source"), int) and u["source"] >= resume]
+    try:
+        tail = [u for u in entries() if isinstance(u.get("source"), int) and u["source"] >= resume]
+    except (OSError, ValueError):
+        return None
     if not all({"path", "reason"} <= set(u) for u in tail):
         return None
     return [{"source": u["source"], "path": u["path"], "reason": u["reason"]} for u in tail]
@@ -574,37 +642,62 @@ def _run_jobs(jobs: Iterable[tuple], workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _share(total: int, part: int | None, num_parts: int | None) -> tuple[int, int]:
+    """Entries ``[lo, hi)`` of a job-level list (missing clips, dropped rows) that part
+    ``part`` carries: contiguous shares in order, so the merged list keeps the order."""
+    if part is None:
+        return 0, total
+    return total * part // num_parts, total * (part + 1) // num_parts
+
+
 def prepare_shards(
-    sources: Sequence[PrepareSource],
+    sources: Sequence[PrepareSource] | SourceTable,
     out_dir: str | os.PathLike,
     *,
     labels: Sequence[str],
     multi_label: bool = False,
-    missing: Sequence[Any] = (),
+    missing: ListSource = (),
     extra_info: Mapping[str, Any] | None = None,
     settings: PrepareSettings | None = None,
     workers: int | None = None,
+    dropped_rows: ListSource = (),
+    annotation_counts: Mapping[str, int] | None = None,
+    index_fields: Sequence[str] = (),
+    part: int | None = None,
+    num_parts: int | None = None,
     **setting_overrides: Any,
 ) -> dict[str, Any]:
     """Decode every source once and write shards + indexes + ``dataset.json`` to ``out_dir``.
 
     Args:
         sources: the files (:class:`PrepareSource`; :class:`zorro.data.ManifestEntry` is
-            accepted too), in the order their samples are stored.
+            accepted too; or a :class:`~zorro.data.sources.SourceTable` with this
+            vocabulary), in the order their samples are stored.
         out_dir: output folder (created). Holding shards of an interrupted run with the same
             sources and settings, the run resumes after them (see module doc).
         labels: the vocabulary in class-id order; every source label must be in it.
         multi_label: sources may have any number of labels (else exactly one).
-        missing: annotated items without a media file (JSON-serialisable: e.g. dicts with
-            the item's id and expected path); stored and counted in ``dataset.json``.
+        missing: annotated items without a media file: JSON-serialisable dicts (e.g. the
+            item's id and expected path), or a :class:`pathlib.Path` of a JSON-lines file of
+            them (streamed); written to ``missing.jsonl`` and counted.
         extra_info: JSON-serialisable dict stored as ``dataset.json["extra"]``.
         settings: a :class:`PrepareSettings`; ``setting_overrides`` (its field names, e.g.
             ``window="even:3"``, ``duration=10.0``) replace single fields.
         workers: decoding processes; None = all cores (``os.cpu_count()``), 1 = in this
             process.
+        dropped_rows: annotation rows left out (as ``missing``); written to
+            ``dropped_rows.jsonl``.
+        annotation_counts: further counts for ``dataset.json`` (``rows``, ``annotated``,
+            ``filtered_rows``, ...; see :mod:`zorro.data.shards.format`).
+        index_fields: ``meta`` fields of each source stored in the shard indexes too (e.g.
+            ``("fold",)``), so recipes select samples without reading them.
+        part, num_parts: prepare only part ``part`` (0-based) of ``num_parts``
+            (:func:`part_range`); shards are named after the part and the folder's
+            ``dataset.json`` is written when the last part finishes.
 
     Returns:
-        The ``dataset.json`` contents (see :mod:`zorro.data.shards.format`).
+        The ``dataset.json`` contents (see :mod:`zorro.data.shards.format`); for a part
+        whose job is not complete yet, the part's record (``OUT/parts/part-KKKK.json``).
 
     Raises:
         ValueError / TypeError: bad arguments, or ``out_dir`` holds shards made with other
@@ -625,31 +718,46 @@ def prepare_shards(
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
-    srcs, vocab = _check_sources(list(sources), list(labels), bool(multi_label))
+    part, num_parts = _check_parts(part, num_parts)
+    if isinstance(sources, SourceTable):
+        table = sources
+        if table.labels != list(labels) or table.multi_label != bool(multi_label):
+            raise ValueError("the SourceTable's labels / multi_label differ from the labels / multi_label given")
+    else:
+        table = SourceTable.from_sources(list(sources), list(labels), bool(multi_label))
     try:
-        missing_list = json.loads(json.dumps(list(missing)))
         extra = json.loads(json.dumps(dict(extra_info or {})))
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"missing and extra_info must be JSON-serialisable ({exc})") from None
-    settings_d = _settings_dict(s)
-    fingerprint = _fingerprint(srcs, settings_d, labels, bool(multi_label))
+        raise ValueError(f"extra_info must be JSON-serialisable ({exc})") from None
+    index_fields = [str(f) for f in index_fields]
+    num_missing, num_dropped = count_list(missing), count_list(dropped_rows)
+    vocab = {name: k for k, name in enumerate(table.labels)}
+    settings_d = settings_record(s)
+    fingerprint = _fingerprint(table, settings_d, index_fields)
+    lo, hi = (0, len(table)) if part is None else part_range(table, part, num_parts, s)
+    job_counts = {**{k: int(v) for k, v in (annotation_counts or {}).items()}, "found": len(table), "missing": num_missing,
+                  "dropped_rows": num_dropped}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # a folder zorro prepare worked in before has its lock file (or at least dataset.json)
-    if not ((out / LOCK_FILE).exists() or (out / DATASET_JSON).exists()):
-        _refuse_foreign_shards(out)  # before the lock file marks the folder as ours
+    if not ((out / _lock_name(part)).exists() or (out / DATASET_JSON).exists() or (out / PARTS_DIR / f"part-{part or 0:04d}.json").exists()):
+        _refuse_foreign_shards(out, part)  # before the lock file marks the folder as ours
+    _refuse_mixing(out, part)
 
-    with _folder_lock(out):
-        finished = _scan_finished(out, fingerprint, settings_d)
-        resume = int(finished[-1]["source_end"]) if finished else 0
+    with _folder_lock(out, part):
+        finished = _scan_finished(out, fingerprint, settings_d, part, num_parts, lo)
+        resume = int(finished[-1]["source_end"]) if finished else lo
         next_sample = sum(int(ix["num_samples"]) for ix in finished)
         if finished:
-            logger.info("resuming: %d finished shard(s) hold sources [0, %d) (%d samples); decoding the %d left", len(finished), resume, next_sample, len(srcs) - resume)
-        tail_unreadable = _finished_tail(out, fingerprint, finished, resume)
+            logger.info("resuming: %d finished shard(s) hold sources [%d, %d) (%d samples); decoding the %d left", len(finished), lo,
+                        resume, next_sample, hi - resume)
+        tail_unreadable = _finished_tail(out, fingerprint, finished, resume, part)
         if tail_unreadable is not None:  # an earlier run finished: its last sources were all unreadable
-            resume = len(srcs)
-        elif resume < len(srcs) and (out / DATASET_JSON).exists():
-            (out / DATASET_JSON).unlink()
+            resume = hi
+        elif resume < hi:
+            record = out / DATASET_JSON if part is None else out / PARTS_DIR / f"part-{part:04d}.json"
+            if record.exists() and (part is not None or not json.loads(record.read_text(encoding="utf-8")).get("dry_run")):
+                record.unlink()
 
         pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
         shards = [dict(ix) for ix in finished]
@@ -657,9 +765,15 @@ def prepare_shards(
         pending_skipped: list[dict[str, Any]] = []
         writer: ShardWriter | None = None
         shard_start = resume
-        jobs = ((i, srcs[i], s, vocab) for i in range(resume, len(srcs)))
+        jobs = ((i, table[i], s, vocab) for i in range(resume, hi))
         t0 = time.monotonic()
         done_sources = 0
+
+        def index_meta(i: int) -> dict[str, Any]:
+            if not index_fields:
+                return {}
+            meta = json.loads(table.meta_text(i))
+            return {f: meta.get(f) for f in index_fields}
 
         def commit_shard(source_end: int) -> None:
             """Finish the open shard, which holds sources [shard_start, source_end), with what
@@ -668,6 +782,8 @@ def prepare_shards(
                 "source_start": shard_start,
                 "source_end": source_end,
                 "first_sample": next_sample - writer.num_samples,
+                "part": part,
+                "num_parts": num_parts,
                 "unreadable": pending_unreadable,
                 "skipped_windows": pending_skipped,
                 "fingerprint": fingerprint,
@@ -676,22 +792,23 @@ def prepare_shards(
             shards.append(_summary(writer.commit()))
 
         try:
-            for res in _run_jobs(jobs, min(workers, max(1, len(srcs) - resume))):
+            for res in _run_jobs(jobs, min(workers, max(1, hi - resume))):
                 i = res["index"]
                 done_sources += 1
                 if "unreadable" in res:
-                    pending_unreadable.append({"source": i, "path": srcs[i].path, "reason": res["unreadable"]})
-                    logger.warning("unreadable: %s (%s)", srcs[i].path, res["unreadable"])
+                    pending_unreadable.append({"source": i, "path": table.path(i), "reason": res["unreadable"]})
+                    logger.warning("unreadable: %s (%s)", table.path(i), res["unreadable"])
                 else:
                     if writer is None:
-                        writer = ShardWriter(out, len(shards))
+                        writer = ShardWriter(out, len(shards), part=part)
+                    ids, meta = table.label_ids(i), index_meta(i)
                     for members in res["samples"]:
-                        writer.add(sample_key(next_sample), members)
+                        writer.add(sample_key(next_sample, part), members, label_ids=ids, meta=meta)
                         next_sample += 1
                         if pause:
                             time.sleep(pause)
                     for sk in res["skipped"]:
-                        pending_skipped.append({"source": i, "path": srcs[i].path, **sk})
+                        pending_skipped.append({"source": i, "path": table.path(i), **sk})
                 full = writer is not None and (
                     (s.samples_per_shard is not None and writer.num_samples >= s.samples_per_shard)
                     or (s.shard_bytes is not None and writer.bytes_written >= s.shard_bytes)
@@ -700,14 +817,14 @@ def prepare_shards(
                     commit_shard(i + 1)
                     rate = done_sources / max(time.monotonic() - t0, 1e-9)
                     logger.info(
-                        "wrote %s (%d samples, sources [%d, %d) of %d, %.2f sources/s, ~%.0f min left)",
-                        writer.name, writer.num_samples, shard_start, i + 1, len(srcs), rate, (len(srcs) - i - 1) / rate / 60,
+                        "wrote %s (%d samples, sources [%d, %d) of [%d, %d), %.2f sources/s, ~%.0f min left)",
+                        writer.name, writer.num_samples, shard_start, i + 1, lo, hi, rate, (hi - i - 1) / rate / 60,
                     )
                     writer, shard_start, pending_unreadable, pending_skipped = None, i + 1, [], []
                 elif writer is None and not pending_unreadable and not pending_skipped:
                     shard_start = i + 1
             if writer is not None:
-                commit_shard(len(srcs))
+                commit_shard(hi)
                 logger.info("wrote %s (%d samples)", writer.name, writer.num_samples)
                 writer, pending_unreadable, pending_skipped = None, [], []
         except BaseException:
@@ -716,34 +833,42 @@ def prepare_shards(
             raise
 
         unreadable = [u for ix in shards for u in ix.get("unreadable", [])] + pending_unreadable
-        skipped_windows = [u for ix in shards for u in ix.get("skipped_windows", [])] + pending_skipped
+        skipped_windows = [{"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]}
+                           for ix in shards for u in ix.get("skipped_windows", [])] + [
+            {"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]} for u in pending_skipped]
+        unreadable = [{"path": u["path"], "reason": u["reason"], "source": u["source"]} for u in unreadable]
         num_samples = sum(int(ix["num_samples"]) for ix in shards)
-        written = len(srcs) - len(unreadable)
-        desc = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "num_samples": num_samples,
-            "labels": list(labels),
-            "multi_label": bool(multi_label),
-            "unreadable": [{"path": u["path"], "reason": u["reason"], "source": u["source"]} for u in unreadable],
-            "missing": missing_list,
-            "skipped_windows": [{"path": u["path"], "window": u["window"], "start": u["start"], "reason": u["reason"]} for u in skipped_windows],
-            "shards": [{"name": ix["shard"], "index": index_name(k), "num_samples": int(ix["num_samples"]), "bytes": int(ix["bytes"])} for k, ix in enumerate(shards)],
-            "counts": {
-                "sources": len(srcs) + len(missing_list),
-                "written": written,
-                "unreadable": len(unreadable),
-                "missing": len(missing_list),
-                "samples": num_samples,
-                "skipped_windows": len(skipped_windows),
-            },
-            "settings": settings_d,
-            "versions": _versions(),
-            "fingerprint": fingerprint,
-            "extra": extra,
-        }
-        write_json_atomic(out / DATASET_JSON, desc)
+        written = (hi - lo) - len(unreadable)
+        shard_list = [{"name": ix["shard"], "index": index_name(k, part), "num_samples": int(ix["num_samples"]),
+                       "bytes": int(ix["bytes"])} for k, ix in enumerate(shards)]
         if unreadable:
-            logger.warning("%d of %d source(s) unreadable (listed in %s)", len(unreadable), len(srcs), out / DATASET_JSON)
-        logger.info("prepared %d samples from %d source(s) into %d shard(s) in %s", num_samples, written, len(shards), out)
-        return desc
+            logger.warning("%d of %d source(s) unreadable (listed in %s)", len(unreadable), hi - lo,
+                           out / (LIST_FILES["unreadable"] if part is None else f"{PARTS_DIR}/{part_list_name(part, 'unreadable')}"))
+        if part is None:
+            write_list(out / LIST_FILES["missing"], missing)
+            write_list(out / LIST_FILES["dropped_rows"], dropped_rows)
+            write_list(out / LIST_FILES["unreadable"], unreadable)
+            write_list(out / LIST_FILES["skipped_windows"], skipped_windows)
+            counts = {**job_counts, "sources": len(table) + num_missing, "written": written, "unreadable": len(unreadable),
+                      "samples": num_samples, "skipped_windows": len(skipped_windows)}
+            desc = describe(labels=table.labels, multi_label=table.multi_label, shards=shard_list, counts=counts,
+                            settings=settings_d, versions=_versions(), fingerprint=fingerprint, extra=extra)
+            write_json_atomic(out / DATASET_JSON, desc)
+            logger.info("prepared %d samples from %d source(s) into %d shard(s) in %s", num_samples, written, len(shards), out)
+            return desc
+        m_lo, m_hi = _share(num_missing, part, num_parts)
+        d_lo, d_hi = _share(num_dropped, part, num_parts)
+        record = {
+            "part": part, "num_parts": num_parts, "source_start": lo, "source_end": hi, "fingerprint": fingerprint,
+            "labels": table.labels, "multi_label": table.multi_label, "settings": settings_d, "index_fields": index_fields,
+            "extra": extra, "versions": _versions(), "job_counts": job_counts,
+            "part_counts": {"sources": hi - lo, "written": written, "unreadable": len(unreadable), "samples": num_samples,
+                            "skipped_windows": len(skipped_windows), "missing": m_hi - m_lo, "dropped_rows": d_hi - d_lo},
+            "shards": shard_list,
+        }
+        write_part_record(out, record, {"missing": (missing, m_lo, m_hi), "dropped_rows": (dropped_rows, d_lo, d_hi),
+                                        "unreadable": (unreadable, 0, None), "skipped_windows": (skipped_windows, 0, None)})
+        logger.info("part %d of %d: %d samples from %d source(s) [%d, %d) into %d shard(s) in %s", part, num_parts, num_samples, written,
+                    lo, hi, len(shards), out)
+    merged = merge_parts(out, required=False)
+    return merged if merged is not None else record

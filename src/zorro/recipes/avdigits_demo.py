@@ -227,7 +227,7 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         features = _audio_features(shard_train, frontend, s["num_workers"])
         train_set = _WithAudioFeatures(shard_train, features)
         mean, std = feature_stats(f for f in features if f is not None)
-        unreadable = len(shard_train.info["unreadable"]) + test_set.num_skipped
+        unreadable = int(shard_train.info["counts"]["unreadable"]) + test_set.num_skipped
         train_source = {"train_shards": str((shard_train.root).resolve())}
         workers = 1  # reading a batch of these small clips costs ~5 % of a step: one worker hides it
     else:

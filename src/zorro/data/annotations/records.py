@@ -4,16 +4,23 @@ A parser turns one published annotation file into :class:`Segment` records (one 
 and a list of :class:`Dropped` rows (rows it could not use, each with the file, the 1-based
 line number and the reason). Nothing is left out silently: :meth:`ParseResult.summary`
 counts the dropped rows per reason, and the ``zorro prepare`` dataset commands write the
-whole list into ``dataset.json``.
+whole list into ``dropped_rows.jsonl`` beside ``dataset.json``.
+
+For files of millions of rows (AudioSet's 2,041,789-row ``unbalanced_train_segments.csv``)
+an :class:`AnnotationReader` streams: one pass yields :class:`SegmentRow` tuples (the fields
+of :class:`Segment`, cheap to make), counts what it leaves out and hands dropped rows to a
+sink instead of keeping them, so memory does not grow with the rows of the file.
+:meth:`AnnotationReader.read` gives the in-memory :class:`ParseResult` of the same pass.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, NamedTuple
 
-__all__ = ["Segment", "Dropped", "DroppedRows", "ParseResult", "check_on_error", "ON_ERROR"]
+__all__ = ["Segment", "SegmentRow", "segment_meta", "Dropped", "DroppedRows", "ParseResult", "AnnotationReader",
+           "check_on_error", "ON_ERROR"]
 
 #: what a parser does with a row it cannot use: raise ``ValueError`` or drop and count it
 ON_ERROR = ("raise", "skip")
@@ -67,13 +74,48 @@ class Segment:
 
     def meta(self) -> dict[str, Any]:
         """The annotation fields to keep with a prepared sample (JSON-ready, Nones left out)."""
-        out: dict[str, Any] = {"id": self.id}
-        for name in ("ytid", "start", "end", "split", "fold", "filename"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        out.update(self.extra)
-        return out
+        return segment_meta(self)
+
+    @classmethod
+    def from_row(cls, row: "SegmentRow") -> "Segment":
+        """The :class:`Segment` of a streamed :class:`SegmentRow`."""
+        extra = {k: list(v) if isinstance(v, list) else v for k, v in (row.extra or {}).items()}  # own copies of shared values
+        return cls(*row[:-1], extra=extra)
+
+
+class SegmentRow(NamedTuple):
+    """What an :class:`AnnotationReader` yields: the fields of :class:`Segment`, in its
+    order, as a tuple (a fraction of a dataclass's cost to make, for files of millions of
+    rows). ``extra`` may be None (no further fields) and may be shared between rows (read
+    it; :meth:`Segment.from_row` makes an own copy)."""
+
+    id: str
+    labels: tuple[str, ...]
+    ytid: str | None = None
+    start: float | None = None
+    end: float | None = None
+    split: str | None = None
+    fold: int | None = None
+    filename: str | None = None
+    source: str = ""
+    line: int = 0
+    extra: dict[str, Any] | None = None
+
+
+_META_FIELDS = ("ytid", "start", "end", "split", "fold", "filename")
+
+
+def segment_meta(seg: Segment | SegmentRow) -> dict[str, Any]:
+    """The annotation fields kept with a prepared sample (JSON-ready, Nones left out): ``id``,
+    ``ytid``, ``start``, ``end``, ``split``, ``fold``, ``filename`` and the ``extra`` fields."""
+    out: dict[str, Any] = {"id": seg.id}
+    for name in _META_FIELDS:
+        value = getattr(seg, name)
+        if value is not None:
+            out[name] = value
+    if seg.extra:
+        out.update(seg.extra)
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,18 +137,32 @@ class DroppedRows(list):
     """The rows a parser left out, as :class:`Dropped` records; calling it reports one.
 
     With ``on_error="raise"`` a call raises ``ValueError("<file>:<line>: <reason>:
-    <detail>")`` at once; with ``"skip"`` it appends the row and the parser goes on.
+    <detail>")`` at once; with ``"skip"`` it appends the row and the parser goes on -- or,
+    with a ``sink``, hands the row to it instead of keeping it (streaming: the list stays
+    empty). :attr:`counts` counts the rows per reason either way.
     """
 
-    def __init__(self, on_error: str):
+    def __init__(self, on_error: str, sink: Callable[[Dropped], None] | None = None):
         super().__init__()
         self.on_error = check_on_error(on_error)
+        self.sink = sink
+        self.counts: Counter = Counter()
 
     def __call__(self, source: object, line: int, reason: str, detail: str) -> None:
         """Report that ``line`` (1-based) of file ``source`` is unusable for ``reason``."""
         if self.on_error == "raise":
             raise ValueError(f"{source}:{line}: {reason}: {detail}")
-        self.append(Dropped(str(source), line, reason, detail))
+        self.counts[reason] += 1
+        row = Dropped(str(source), line, reason, detail)
+        if self.sink is None:
+            self.append(row)
+        else:
+            self.sink(row)
+
+    @property
+    def total(self) -> int:
+        """Rows dropped so far (kept or handed to the sink)."""
+        return sum(self.counts.values())
 
 
 @dataclass
@@ -130,8 +186,69 @@ class ParseResult:
 
     def summary(self) -> dict[str, Any]:
         """Counts: records kept, rows dropped per reason, rows filtered per reason."""
+        counts = getattr(self.dropped, "counts", None)
         return {
             "records": len(self.records),
-            "dropped": dict(Counter(d.reason for d in self.dropped)),
+            "dropped": dict(counts if counts is not None and sum(counts.values()) >= len(self.dropped) else Counter(d.reason for d in self.dropped)),
             "filtered": dict(self.filtered),
         }
+
+
+class AnnotationReader:
+    """One dataset's annotation file(s), read as a stream of :class:`SegmentRow` (see the
+    module docstring). Subclasses implement :meth:`_rows` and :meth:`labels`.
+
+    Args:
+        files: the annotation files read (recorded in the prepared folder).
+        on_error: ``"raise"`` at the first unusable row, or ``"skip"`` it (see :class:`DroppedRows`).
+
+    Attributes:
+        dropped: the rows left out (a :class:`DroppedRows`; give it a ``sink`` to stream).
+        filtered: rows deliberately not selected (another split, fold or class), per reason.
+        rows: data rows read (header and blank lines not counted) in the last pass.
+        multi_label: a clip may carry several labels.
+        duplicate_reason: the reason reported for a clip listed twice.
+    """
+
+    multi_label = False
+    duplicate_reason = "duplicate clip"
+
+    def __init__(self, files: list[str], on_error: str = "raise") -> None:
+        self.files = [str(f) for f in files]
+        self.dropped = DroppedRows(on_error)
+        self.filtered: Counter = Counter()
+        self.rows = 0
+
+    def _rows(self) -> Iterator[SegmentRow]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[SegmentRow]:
+        """One pass over the files: the usable rows in file order (duplicates included: the
+        caller decides on them by ``id``, see :meth:`read`)."""
+        self.rows = 0
+        self.filtered = Counter()
+        return self._rows()
+
+    def labels(self) -> list[str]:
+        """The class names in class-id order; valid after a complete pass."""
+        raise NotImplementedError
+
+    def read(self) -> ParseResult:
+        """The whole file(s) in memory: records in file order, later rows whose ``id`` was
+        already listed dropped as :attr:`duplicate_reason` ("<key> already listed at
+        <file:line>")."""
+        records: list[Segment] = []
+        seen: dict[str, str] = {}
+        for row in self:
+            where = seen.get(row.id)
+            if where is not None:
+                self.dropped(row.source, row.line, self.duplicate_reason, f"{row.id} already listed at {where}")
+                continue
+            seen[row.id] = f"{_name(row.source)}:{row.line}"
+            records.append(Segment.from_row(row))
+        return ParseResult(records=records, labels=self.labels(), multi_label=self.multi_label, dropped=self.dropped,
+                           filtered=dict(self.filtered))
+
+
+def _name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]

@@ -1,10 +1,12 @@
-"""From parsed annotations and found media files to the inputs of :func:`zorro.data.prepare.prepare_shards`.
+"""From parsed annotations and found media files to the inputs of :func:`zorro.data.prepare.prepare_shards`
+(in memory; ``zorro prepare <dataset>`` streams instead, :mod:`zorro.data.annotations.collect`).
 
 :func:`prepare_inputs` maps each (segment, file) pair to a
 :class:`~zorro.data.prepare.PrepareSource` whose ``meta`` keeps the annotation's fields (id,
 YouTube id, start/end, split, fold, ...), lists the annotated clips without a file as
-``missing``, and gathers what was left out and why into ``extra_info`` -- so the prepared
-folder's ``dataset.json`` says exactly which annotated clips it holds.
+``missing`` and the rows left out as ``dropped_rows``, and gathers the counts of what was left
+out and why into ``extra_info`` -- so the prepared folder (``dataset.json`` and its lists)
+says exactly which annotated clips it holds.
 
 Downloaded clips are usually already cut to the annotated window (``clips="trimmed"``: a
 ``{ytid}_{start:06d}.mp4`` file starts at the window's start, so the window is the whole
@@ -14,33 +16,34 @@ file). With ``clips="full"`` the files are the whole YouTube videos and the anno
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from zorro.data.annotations.collect import CLIP_KINDS
 from zorro.data.annotations.media import MediaMatch
 from zorro.data.annotations.records import ParseResult, Segment
 
 __all__ = ["CLIP_KINDS", "PrepareInputs", "prepare_inputs"]
-
-#: how downloaded media relate to the annotated windows
-CLIP_KINDS = ("trimmed", "full")
 
 
 @dataclass
 class PrepareInputs:
     """Keyword arguments for :func:`~zorro.data.prepare.prepare_shards` (besides ``out_dir``
     and the decode settings): ``sources``, ``labels``, ``multi_label``, ``missing``,
-    ``extra_info``."""
+    ``dropped_rows``, ``annotation_counts``, ``extra_info``."""
 
     sources: list[Any]
     labels: list[str]
     multi_label: bool
     missing: list[dict[str, Any]]
     extra_info: dict[str, Any]
+    dropped_rows: list[dict[str, Any]] = field(default_factory=list)
+    annotation_counts: dict[str, int] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
         """The fields as a dict, ready for ``prepare_shards(**inputs.kwargs(), ...)``."""
-        return {"labels": self.labels, "multi_label": self.multi_label, "missing": self.missing, "extra_info": self.extra_info}
+        return {"labels": self.labels, "multi_label": self.multi_label, "missing": self.missing, "extra_info": self.extra_info,
+                "dropped_rows": self.dropped_rows, "annotation_counts": self.annotation_counts}
 
 
 def _missing_entry(seg: Segment, names: Sequence[str]) -> dict[str, Any]:
@@ -77,8 +80,8 @@ def prepare_inputs(
     Returns:
         a :class:`PrepareInputs`. ``extra_info`` holds ``dataset``, ``annotation_files``,
         ``media_root``, ``name_templates``, ``clips``, ``annotated`` (records parsed),
-        ``dropped_rows`` (each with file, line, reason), ``dropped_counts``,
-        ``filtered_counts``, ``ambiguous_media_names``.
+        ``dropped_counts``, ``filtered_counts``, ``ambiguous_media_names``; the dropped
+        rows themselves (file, line, reason) are ``dropped_rows``.
 
     Raises:
         ValueError: an unknown ``clips`` kind; ``clips="full"`` for records without a window.
@@ -105,10 +108,14 @@ def prepare_inputs(
         "name_templates": names,
         "clips": clips,
         "annotated": len(parsed.records),
-        "dropped_rows": [d.to_dict() for d in parsed.dropped],
         "dropped_counts": summary["dropped"],
         "filtered_counts": summary["filtered"],
         "ambiguous_media_names": match.ambiguous,
     }
     missing = [_missing_entry(seg, names) for seg in match.missing]
-    return PrepareInputs(sources=sources, labels=list(parsed.labels), multi_label=parsed.multi_label, missing=missing, extra_info=extra)
+    dropped = [d.to_dict() for d in parsed.dropped]
+    filtered = sum(summary["filtered"].values())
+    counts = {"rows": len(parsed.records) + len(dropped) + filtered, "annotated": len(parsed.records), "dropped_rows": len(dropped),
+              "filtered_rows": filtered}
+    return PrepareInputs(sources=sources, labels=list(parsed.labels), multi_label=parsed.multi_label, missing=missing, extra_info=extra,
+                         dropped_rows=dropped, annotation_counts=counts)

@@ -19,7 +19,7 @@ from zorro.data.decode.planned_video import PlannedVideo
 from zorro.data.decode.streams import MAX_SAMPLE_RATE, _check_path, _pick_stream, _stream_span, available_backends
 from zorro.data.decode.torchcodec_backend import TorchcodecWindows
 from zorro.data.decode.video_window import PyAVVideoWindow
-from zorro.data.transforms import CropBox, center_crop_box, random_resized_crop_box
+from zorro.data.transforms import CROP_RATIO, CROP_SCALE, HFLIP_PROB, CropBox, center_crop_box, random_resized_crop_box
 
 
 class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo, TorchcodecWindows):
@@ -197,9 +197,9 @@ class MediaReader(PacketDecoding, PyAVAudioWindow, PyAVVideoWindow, PlannedVideo
         video: bool = True,
         crop: CropBox | str = "center",
         rng: np.random.Generator | None = None,
-        scale: Sequence[float] = (0.25, 1.0),
-        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-        hflip_prob: float = 0.5,
+        scale: Sequence[float] = CROP_SCALE,
+        ratio: Sequence[float] = CROP_RATIO,
+        hflip_prob: float = HFLIP_PROB,
     ) -> Clip:
         """Decode the window ``[start, start + duration)``; see :func:`read_clip`."""
         if self._container is None:
@@ -320,9 +320,9 @@ def read_clip(
     video: bool = True,
     crop: CropBox | str = "center",
     rng: np.random.Generator | None = None,
-    scale: Sequence[float] = (0.25, 1.0),
-    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-    hflip_prob: float = 0.5,
+    scale: Sequence[float] = CROP_SCALE,
+    ratio: Sequence[float] = CROP_RATIO,
+    hflip_prob: float = HFLIP_PROB,
     backend: str = "pyav",
     threads: int = 0,
     seek_mode: str = "exact",

@@ -1,14 +1,18 @@
 """Prepared shards: clips decoded once into tar files in the WebDataset layout.
 
-:mod:`zorro.data.shards.format` defines the layout (names, index, ``dataset.json``, member
-codecs); :mod:`zorro.data.shards.writer` writes shards. ``zorro prepare``
-(:func:`zorro.data.prepare.prepare_shards`) fills a folder from media files.
+:mod:`zorro.data.shards.format` defines the layout (names, index, ``dataset.json`` and its
+lists, member codecs) and reads it (every version); :mod:`zorro.data.shards.writer` writes
+shards. ``zorro prepare`` (:func:`zorro.data.prepare.prepare_shards`) fills a folder from
+media files; :mod:`zorro.data.accounting` writes its ``dataset.json`` and merges parts.
 """
 
 from zorro.data.shards.format import (
     DATASET_JSON,
     FORMAT_NAME,
     FORMAT_VERSION,
+    LIST_FILES,
+    READABLE_VERSIONS,
+    JsonlWriter,
     decode_audio,
     decode_jpeg,
     encode_audio,
@@ -16,8 +20,10 @@ from zorro.data.shards.format import (
     frame_suffix,
     index_name,
     is_frame_suffix,
+    iter_list,
     read_dataset_json,
     read_index,
+    read_index_head,
     read_members,
     sample_key,
     shard_name,
@@ -28,6 +34,9 @@ __all__ = [
     "DATASET_JSON",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LIST_FILES",
+    "READABLE_VERSIONS",
+    "JsonlWriter",
     "decode_audio",
     "decode_jpeg",
     "encode_audio",
@@ -35,8 +44,10 @@ __all__ = [
     "frame_suffix",
     "index_name",
     "is_frame_suffix",
+    "iter_list",
     "read_dataset_json",
     "read_index",
+    "read_index_head",
     "read_members",
     "sample_key",
     "shard_name",

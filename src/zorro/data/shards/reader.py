@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from zorro.data.datasets import LabelVocab, Skipped
-from zorro.data.shards.format import AUDIO_SUFFIXES, DATASET_JSON, FORMAT_NAME, FORMAT_VERSION, decode_audio, is_frame_suffix
-from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CropBox, center_crop_box, random_resized_crop_box
+from zorro.data.shards.format import AUDIO_SUFFIXES, DATASET_JSON, decode_audio, is_frame_suffix, read_dataset_json
+from zorro.data.transforms import CROP_RATIO, CROP_SCALE, HFLIP_PROB, IMAGENET_MEAN, IMAGENET_STD, CropBox, VideoTransform
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,9 @@ class ShardDataset(Dataset):
         sample_rate: audio rate (Hz); must equal the stored rate (no resampling). None: stored.
         audio, video: return these modalities (a sample lacking one still yields the other).
         mean, std: per-channel normalisation of float32 video (default ImageNet).
-        scale, ratio, hflip_prob: random-resized-crop parameters (training only).
+        scale, ratio, hflip_prob: random-resized-crop parameters (training only); these,
+            ``image_size`` and ``mean``/``std`` form the dataset's
+            :class:`~zorro.data.transforms.VideoTransform` (``.transform``).
         seed: base seed; item randomness depends only on ``(seed, epoch, index)``.
         video_dtype: ``"float32"`` (normalised, as ClipDataset) or ``"uint8"`` (0..255 RGB;
             normalise on the device with :func:`normalize_uint8_video`).
@@ -280,39 +282,24 @@ class ShardDataset(Dataset):
         video: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        scale: Sequence[float] = (0.25, 1.0),
-        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-        hflip_prob: float = 0.5,
+        scale: Sequence[float] = CROP_SCALE,
+        ratio: Sequence[float] = CROP_RATIO,
+        hflip_prob: float = HFLIP_PROB,
         seed: int = 0,
         video_dtype: str = "float32",
         jpeg_decoder: str = "auto",
         max_open_files: int = 128,
     ) -> None:
+        info = read_dataset_json(root)  # one reader of dataset.json: versions, format and dry runs checked there
         path = Path(root)
-        meta_path = path if path.name == DATASET_JSON else path / DATASET_JSON
-        if not meta_path.is_file():
-            raise ValueError(f"{str(path)!r} is not a prepared shard folder: {meta_path} does not exist (make one with `zorro prepare`)")
-        try:
-            info = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{meta_path} is not readable JSON ({exc})") from None
-        if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
-            raise ValueError(f"{meta_path} is not a zorro shard description (format {info.get('format') if isinstance(info, dict) else None!r}, expected {FORMAT_NAME!r})")
-        if int(info.get("format_version", -1)) > FORMAT_VERSION:
-            raise ValueError(f"{meta_path} has format_version {info.get('format_version')}; this zorro reads up to {FORMAT_VERSION}: upgrade zorro")
-        for name in ("shards", "labels"):
-            if not isinstance(info.get(name), list):
-                raise ValueError(f"{meta_path} has no {name!r} list")
+        meta_path = path if path.name == DATASET_JSON and not path.is_dir() else path / DATASET_JSON
         if video_dtype not in VIDEO_DTYPES:
             raise ValueError(f"video_dtype must be one of {VIDEO_DTYPES}, got {video_dtype!r}")
         if not (audio or video):
             raise ValueError("at least one of audio/video must be True")
-        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ValueError(f"mean and std need 3 values (RGB, std > 0), got {tuple(mean)} and {tuple(std)}")
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, (int, np.integer)) or max_open_files < 1:
             raise ValueError(f"max_open_files must be a positive int, got {max_open_files!r}")
-        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        self.transform = VideoTransform(image_size, tuple(scale), tuple(ratio), hflip_prob, tuple(mean), tuple(std))
         if duration is not None and not duration > 0:
             raise ValueError(f"duration must be > 0 seconds or None, got {duration!r}")
         if num_frames is not None and (not isinstance(num_frames, (int, np.integer)) or num_frames < 1):
@@ -342,15 +329,12 @@ class ShardDataset(Dataset):
         self.train = bool(train)
         self.duration = None if duration is None else float(duration)
         self.num_frames = None if num_frames is None else int(num_frames)
-        self.image_size = int(image_size)
+        self.image_size = self.transform.image_size
         self.sample_rate = None if sample_rate is None else int(sample_rate)
         self.audio = bool(audio)
         self.video = bool(video)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.scale = tuple(scale)
-        self.ratio = tuple(ratio)
-        self.hflip_prob = float(hflip_prob)
+        t = self.transform
+        self.mean, self.std, self.scale, self.ratio, self.hflip_prob = t.mean, t.std, t.scale, t.ratio, t.hflip_prob
         self.seed = int(seed)
         self.video_dtype = video_dtype
         self.jpeg_decoder = jpeg_decoder
@@ -380,6 +364,35 @@ class ShardDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random offsets and crops are drawn (call before each epoch)."""
         self.epoch = int(epoch)
+
+    def label_ids(self) -> "LabelIds":
+        """The label ids of every sample, in this dataset's vocabulary, in sample order,
+        without reading samples: from the shard indexes (format 2). A folder whose indexes
+        lack them (format 1) has every sample's JSON read instead -- one read per sample,
+        logged as the slower path. Returns a :class:`~zorro.data.sample_meta.LabelIds`.
+
+        Raises:
+            ValueError: an index or sample that does not match ``dataset.json``.
+        """
+        from zorro.data.sample_meta import LabelIds, index_label_ids, sample_metadata  # noqa: PLC0415
+
+        ids = index_label_ids(self.root, self.info)
+        if ids is None:
+            logger.info("%s: the shard indexes carry no label ids (a folder written before format 2): reading the labels of "
+                        "all %d samples from the samples themselves (slower; prepare the folder again to start from the indexes)",
+                        self.root, len(self))
+            samples, _ = sample_metadata(self.root)
+            rows = []
+            for i, smp in enumerate(samples):
+                if "label_ids" not in smp:
+                    raise ValueError(f"{self.root}: sample {i} has no label_ids")
+                rows.append([int(c) for c in smp["label_ids"]])
+            ids = LabelIds.from_lists(rows)
+        if len(ids) != len(self):
+            raise ValueError(f"{self.root}: {len(ids)} label rows for {len(self)} samples")
+        if ids.values.size and (ids.values.min() < 0 or ids.values.max() >= len(self._label_map)):
+            raise ValueError(f"{self.root}: label ids outside the folder's {len(self._label_map)} labels")
+        return ids.map(self._label_map)
 
     def locate(self, index: int) -> tuple[int, int]:
         """``(shard number, position in that shard)`` of global sample ``index``."""
@@ -553,11 +566,7 @@ class ShardDataset(Dataset):
                 raise _Damaged(where, f"unreadable JPEG member {key}.{suffixes[j]} ({type(exc).__name__}: {exc})") from None
             first_use[j] = i
         h, w = frames.shape[1:3]
-        if self.train:
-            box = random_resized_crop_box(w, h, rng, scale=self.scale, ratio=self.ratio, hflip_prob=self.hflip_prob)
-        else:
-            box = center_crop_box(w, h)
-        return self._crop_resize(frames, box)
+        return self._crop_resize(frames, self.transform.crop_box(w, h, rng, train=self.train))
 
     def _crop_resize(self, frames: np.ndarray, box: CropBox) -> torch.Tensor:
         """Cut ``box`` (rounded to whole pixels) from ``(T, H, W, 3)`` uint8 frames, resize it

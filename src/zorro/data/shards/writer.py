@@ -29,6 +29,8 @@ from zorro.data.shards.format import (
     DATASET_JSON,
     FORMAT_NAME,
     FORMAT_VERSION,
+    LIST_FILES,
+    JsonlWriter,
     encode_audio,
     encode_jpeg,
     frame_suffix,
@@ -57,22 +59,27 @@ class ShardWriter:
 
     Args:
         out_dir: the output folder (must exist).
-        number: the shard number (file ``shard_name(number)``).
+        number: the shard number (file ``shard_name(number, part)``).
+        part: the part this shard belongs to (a folder prepared in parts), or None.
         extra_index: more top-level fields for the index (e.g. source range, fingerprint);
-            ``shard``, ``format_version``, ``bytes``, ``num_samples`` and ``samples`` are set
-            by the writer.
+            ``shard``, ``format_version``, ``bytes``, ``num_samples``, ``label_ids``,
+            ``sample_meta`` and ``samples`` are set by the writer.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, number: int, *, extra_index: Mapping[str, Any] | None = None):
+    def __init__(self, out_dir: str | os.PathLike, number: int, *, part: int | None = None,
+                 extra_index: Mapping[str, Any] | None = None):
         self.out_dir = Path(out_dir)
         self.number = int(number)
-        self.name = shard_name(self.number)
-        self.index_file = index_name(self.number)
+        self.part = part
+        self.name = shard_name(self.number, part)
+        self.index_file = index_name(self.number, part)
         self.extra_index = dict(extra_index or {})
         self._tmp = self.out_dir / tmp_name(self.name)
         self._fh = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
         self.samples: list[dict[str, Any]] = []
+        self.label_ids: list[list[int]] = []
+        self.sample_meta: dict[str, list[Any]] = {}
         self._closed = False
 
     @property
@@ -85,13 +92,22 @@ class ShardWriter:
         """Bytes of the tar so far (without the end-of-archive blocks)."""
         return self._fh.tell()
 
-    def add(self, key: str, members: Sequence[tuple[str, bytes]]) -> None:
+    def add(self, key: str, members: Sequence[tuple[str, bytes]], *, label_ids: Sequence[int] | None = None,
+            meta: Mapping[str, Any] | None = None) -> None:
         """Append one sample: ``members`` is ``[(suffix, data), ...]`` in the order to store
-        (suffixes without the leading dot, e.g. ``"json"``, ``"000.jpg"``)."""
+        (suffixes without the leading dot, e.g. ``"json"``, ``"000.jpg"``; any suffix may
+        be stored). ``label_ids`` (class ids of the sample) go to the index's ``label_ids``
+        column; ``meta`` (a few JSON scalars, e.g. ``{"fold": 3}``) to its ``sample_meta``
+        columns. Either is given for every sample of a shard or for none."""
         if self._closed:
             raise ValueError(f"shard {self.name} is already committed")
         if not key or "." in key or "/" in key:
             raise ValueError(f"sample key must be non-empty without '.' or '/', got {key!r}")
+        if self.samples and (label_ids is None) != (len(self.label_ids) == 0):
+            raise ValueError(f"shard {self.name}: label_ids must be given for every sample or for none")
+        meta = dict(meta or {})
+        if self.samples and set(meta) != set(self.sample_meta):
+            raise ValueError(f"shard {self.name}: every sample needs the same meta fields {sorted(self.sample_meta)}, got {sorted(meta)}")
         entry: dict[str, list[int]] = {}
         for suffix, data in members:
             if not suffix or suffix.startswith(".") or "/" in suffix:
@@ -111,6 +127,10 @@ class ShardWriter:
             self._tar.addfile(info, io.BytesIO(data))
             entry[suffix] = [data_offset, len(data)]
         self.samples.append({"key": key, "members": entry})
+        if label_ids is not None:
+            self.label_ids.append([int(c) for c in label_ids])
+        for name, value in meta.items():
+            self.sample_meta.setdefault(name, []).append(value)
 
     def commit(self) -> dict[str, Any]:
         """Finish the tar, fsync, rename it into place, then write the index the same way.
@@ -132,9 +152,13 @@ class ShardWriter:
             "format_version": FORMAT_VERSION,
             "bytes": size,
             "num_samples": len(self.samples),
-            **self.extra_index,
-            "samples": self.samples,
+            **{k: v for k, v in self.extra_index.items() if k not in ("label_ids", "sample_meta", "samples")},
         }
+        if self.label_ids:  # before the member table: samplers read them from the head of the file
+            index["label_ids"] = self.label_ids
+        if self.sample_meta:
+            index["sample_meta"] = self.sample_meta
+        index["samples"] = self.samples
         write_json_atomic(self.out_dir / self.index_file, index, compact=True)
         return index
 
@@ -207,13 +231,15 @@ def write_samples(
     jpeg_quality: int = 90,
     fps: float | None = None,
     unreadable: Sequence[Mapping[str, str]] = (),
+    index_meta: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write a complete shard folder (shards, indexes, ``dataset.json``) from in-memory
-    samples, without decoding media: for tests and tools. Returns the ``dataset.json``
-    contents.
+    """Write a complete shard folder (shards, indexes, ``dataset.json``, ``unreadable.jsonl``)
+    from in-memory samples, without decoding media: for tests and tools. Returns the
+    ``dataset.json`` contents.
 
     ``fps`` defaults to frames / (end - start) of each sample. Every label must be in
-    ``labels``.
+    ``labels``. ``index_meta`` names ``meta`` fields (present in every sample) copied into
+    each index's ``sample_meta`` (e.g. ``("fold",)``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,17 +254,21 @@ def write_samples(
         for lab in s.labels:
             if lab not in vocab:
                 raise ValueError(f"sample {k} label {lab!r} is not in labels")
+        missing_meta = [f for f in index_meta if f not in s.meta]
+        if missing_meta:
+            raise ValueError(f"sample {k} has no meta field {missing_meta} for index_meta")
         frames = None if s.frames is None else np.asarray(s.frames)
         if frames is not None and (frames.ndim != 4 or frames.shape[-1] != 3):
             raise ValueError(f"sample {k} frames must be (T, H, W, 3) uint8, got {frames.shape}")
         nf = 0 if frames is None else int(frames.shape[0])
         dur = float(s.end) - float(s.start)
+        ids = [vocab[lab] for lab in s.labels]
         info = {
             "path": s.path,
             "start": float(s.start),
             "end": float(s.end),
             "labels": list(s.labels),
-            "label_ids": [vocab[lab] for lab in s.labels],
+            "label_ids": ids,
             "has_audio": s.audio is not None,
             "has_video": frames is not None,
             "padded": bool(s.padded),
@@ -252,7 +282,8 @@ def write_samples(
             "meta": dict(s.meta),
         }
         jpgs = None if frames is None else [encode_jpeg(f, jpeg_quality) for f in frames]
-        writer.add(sample_key(k), sample_members(info, s.audio, jpgs, sample_rate=sample_rate, audio_format=audio_format))
+        writer.add(sample_key(k), sample_members(info, s.audio, jpgs, sample_rate=sample_rate, audio_format=audio_format),
+                   label_ids=ids, meta={f: s.meta[f] for f in index_meta})
         if writer.num_samples >= samples_per_shard:
             idx = writer.commit()
             shards.append({"name": writer.name, "index": writer.index_file, "num_samples": idx["num_samples"], "bytes": idx["bytes"]})
@@ -261,16 +292,18 @@ def write_samples(
         idx = writer.commit()
         shards.append({"name": writer.name, "index": writer.index_file, "num_samples": idx["num_samples"], "bytes": idx["bytes"]})
     n = len(samples)
+    with JsonlWriter(out / LIST_FILES["unreadable"]) as lines:
+        lines.write_all(dict(u) for u in unreadable)
     desc = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "num_samples": n,
         "labels": list(labels),
         "multi_label": bool(multi_label),
-        "unreadable": [dict(u) for u in unreadable],
-        "missing": [],
         "shards": shards,
-        "counts": {"sources": n + len(unreadable), "written": n, "unreadable": len(unreadable), "missing": 0, "samples": n},
+        "counts": {"sources": n + len(unreadable), "written": n, "unreadable": len(unreadable), "missing": 0, "samples": n,
+                   "skipped_windows": 0},
+        "lists": {"unreadable": LIST_FILES["unreadable"]},
         "settings": {"sample_rate": int(sample_rate), "audio_format": audio_format, "jpeg_quality": int(jpeg_quality), "writer": "write_samples"},
         "versions": {},
         "extra": {},

@@ -152,3 +152,34 @@ def test_decode_stuck_in_one_call_ends_the_worker_with_an_error_naming_the_file(
         handler.close()
     text = log.read_text()
     assert str(folder / HANG) in text and "has not returned" in text
+
+
+def _collect_and_exit():
+    import gc
+
+    gc.collect()
+
+
+def test_a_worker_forked_after_a_decode_in_the_parent_can_free_what_it_inherited(folder):
+    """FFmpeg objects left for the garbage collector by a decode in the parent (the audio
+    resampler's filter graph sits in a reference cycle) are freed in every forked worker; a
+    graph with a thread pool deadlocks (or crashes) there, since the pool's threads were not
+    forked. The resampler therefore runs single-threaded."""
+    import gc
+    import multiprocessing
+
+    gc.disable()  # keep the parent's garbage for the child, as a busy parent would
+    try:
+        ds = _dataset(folder, None)
+        assert isinstance(ds[0], dict)
+        child = multiprocessing.get_context("fork").Process(target=_collect_and_exit)
+        child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            pytest.fail("a forked child hung freeing the parent's decoder objects")
+        assert child.exitcode == 0
+    finally:
+        gc.enable()
+        gc.collect()

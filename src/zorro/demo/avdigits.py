@@ -299,7 +299,7 @@ def _resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         return samples.astype(np.float32) / 32768.0
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, :]), format="s16", layout="mono")
     frame.sample_rate = int(rate_in)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=int(rate_out))
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=int(rate_out), threads=1)  # see zorro.data.decode.audio_samples
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame) + resampler.resample(None)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 

@@ -100,10 +100,15 @@ def _downmix_resample(buf: np.ndarray, layout: Any, rate: int, sr: int) -> np.nd
 
 def _resample_frame(frame: Any, rate: int, sr: int) -> np.ndarray:
     """Resample a mono float ``av.AudioFrame`` holding the whole signal at ``rate`` Hz to
-    ``(M,)`` float32 at ``sr`` Hz (swresample through ``av.AudioResampler``, flushed)."""
+    ``(M,)`` float32 at ``sr`` Hz (swresample through ``av.AudioResampler``, flushed).
+
+    The resampler's filter graph runs on one thread: the graph sits in a reference cycle, so
+    the garbage collector frees it later, possibly in a DataLoader worker forked meanwhile,
+    and freeing a graph's thread pool in a forked process (whose pool threads were not
+    copied) deadlocks or crashes. Resampling gains nothing from the pool anyway."""
     frame.sample_rate = rate
     frame.pts = None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sr, threads=1)
     chunks = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     if not chunks:

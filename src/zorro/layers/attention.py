@@ -261,7 +261,11 @@ class AttentionPlan:
             if validity is None:
                 self.block_mask = flex_block_mask(layout, mask_rule, device)
             else:
-                fallback = validity.empty[:, layout.block_ids(device)]  # (b, n): queries with no real key
+                # (b, n): the queries with no real key. Built by concatenation, not by indexing with
+                # block ids: Inductor's CPU FlexAttention kernel rejects (NoValidChoicesError) a mask
+                # buffer that is a fused gather.
+                empty = validity.empty
+                fallback = torch.cat([empty[:, i : i + 1].expand(-1, c) for i, c in enumerate(layout.counts)], dim=1)
                 self.block_mask = flex_block_mask(layout, mask_rule, device, validity.valid, fallback)
 
     def attend_qkv(self, qkv: torch.Tensor, scale: float) -> torch.Tensor:

@@ -111,7 +111,7 @@ def test_compiled_bf16_run_trains(tmp_path):
 def test_compiled_ddp_matches_single_process(tmp_path):
     steps = dict(optim={"epochs": 1}, model={"compile": True})
     single = tmp_path / "single"
-    train(tiny_config(single, data={"batch_size": 8}, **steps), ToyAV(n=32), None, toy_vocab())
+    train(tiny_config(single, data={"batch_size": 8}, **steps), ToyAV(), None, toy_vocab())  # the 64 clips ddp_worker trains on
     ddp = tmp_path / "ddp"
     mp.spawn(ddp_worker, args=(2, _free_port(), str(ddp), dict(data={"batch_size": 4}, **steps)), nprocs=2, join=True)
     torch.testing.assert_close(torch.tensor(_losses(ddp)), torch.tensor(_losses(single)), atol=1e-4, rtol=1e-4)

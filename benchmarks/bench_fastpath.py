@@ -120,7 +120,10 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         first = steps["ours"]().detach().float()
         out["first_call_s"] = time.perf_counter() - t0  # compilation included when compiled
     except (ValueError, NotImplementedError, RuntimeError) as err:
-        return {"status": "unsupported", "note": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"}
+        text = str(err)
+        if "raised exception " in text:  # fullgraph=True: the library's own error, inside Dynamo's
+            text = text.split("raised exception ", 1)[1]
+        return {"status": "unsupported", "note": f"{type(err).__name__}: {text.splitlines()[0][:200]}"}
     out["max_abs_diff"] = float((first - steps["seed"]().detach().float()).abs().max())
     for _ in range(max(task["warmup"] - 1, 0)):
         for s in steps.values():

@@ -76,6 +76,17 @@ def test_flex_training_on_cpu_says_what_to_use_instead():
         assert model(**batch()).shape == (2, 4, 32)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_compiled_flex_training_on_cpu_says_what_to_use_instead(fullgraph):
+    """Compiled, the same error at the first call (with ``fullgraph=True`` Dynamo may wrap it
+    in its ``Unsupported``, a RuntimeError whose message carries ours)."""
+    torch._dynamo.reset()
+    model = make("flex").train()
+    with pytest.raises((ValueError, RuntimeError), match="attn_backend='sdpa'"):
+        torch.compile(model, fullgraph=fullgraph)(**batch()).sum().backward()
+
+
 # ---------------------------------------------------------------- graph breaks (traced, not compiled)
 
 

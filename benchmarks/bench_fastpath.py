@@ -166,7 +166,10 @@ def run_child(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     """``task`` in a fresh interpreter; its JSON result, or a status saying why there is none."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # glibc serves allocations >= 64 KiB with their own mmap and unmaps them on free, so RSS
+        # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0)
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "note": f"no result within {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):

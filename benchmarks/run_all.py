@@ -1,6 +1,8 @@
 """``make bench``: run every benchmark of the project, one after the other.
 
 * ``bench_model.py`` -- our model against the dense seed-style reference (issue 7).
+* ``bench_fastpath.py`` -- eager and compiled, each attention backend, forward and training
+  step against the seed, fp32 and (where the CPU has it natively) bf16: the per-machine table.
 * ``bench_decode.py`` -- clip decoding throughput (issue 5), when present.
 * ``bench_shards.py`` -- reading prepared shards vs decoding on the fly, and training from
   shards vs in-memory tensors (issue 20), when present.
@@ -34,7 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         own, model_args = argv, []
     if "--quick" in own and "--quick" not in model_args:
         model_args.append("--quick")
-    jobs = [("bench_model", [sys.executable, str(HERE / "bench_model.py"), *model_args])]
+    sys.path.insert(0, str(HERE))
+    from modelbench.fastpath import cpu_facts
+
+    try:
+        facts = cpu_facts(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        facts = cpu_facts("")
+    print(f"machine: {facts['cpu']}, bf16 {facts['bf16']} (flags: {' '.join(facts['flags']) or 'none of interest'})", flush=True)
+    jobs = [("bench_model", [sys.executable, str(HERE / "bench_model.py"), *model_args]),
+            ("bench_fastpath", [sys.executable, str(HERE / "bench_fastpath.py"), *(["--repeats", "2"] if "--quick" in model_args else [])])]
     if (HERE / "bench_decode.py").exists():
         jobs.append(("bench_decode", [sys.executable, str(HERE / "bench_decode.py")]))
     if (HERE / "bench_shards.py").exists():

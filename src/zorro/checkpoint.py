@@ -47,6 +47,7 @@ from zorro.hub import (
     _config_document,
     atomic_save_safetensors,
     load_state_dict_file,
+    plain_state_dict,
     strict_load_state_dict,
     unwrap_model,
 )
@@ -169,7 +170,8 @@ def save_training_checkpoint(
     Args:
         run_dir: the run's directory (created if needed).
         model: the model; ``DistributedDataParallel`` and ``torch.compile`` wrappers are
-            unwrapped (keys never carry ``module.`` / ``_orig_mod.`` prefixes).
+            unwrapped, and compiled submodules saved under their plain names (keys never carry
+            ``module.`` / ``_orig_mod.`` prefixes).
         optimizer, scheduler, scaler: objects with ``state_dict()`` (optional).
         step: the global optimisation step (int >= 0), also the directory name.
         config: the training configuration (JSON-serialisable dict).
@@ -194,7 +196,7 @@ def save_training_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=run))
     os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700 directories
     try:
-        atomic_save_safetensors(tmp / WEIGHTS_NAME, inner.state_dict(), {"format": "pt", "step": str(step)})
+        atomic_save_safetensors(tmp / WEIGHTS_NAME, plain_state_dict(inner), {"format": "pt", "step": str(step)})
         model_config = None
         if hasattr(inner, "config") and hasattr(inner.config, "to_dict"):
             doc = _config_document(inner)

@@ -273,7 +273,10 @@ def strict_load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             (``key: checkpoint (shape) vs model (shape)``); the model is left unchanged.
     """
     model = unwrap_model(model)
-    expected = model.state_dict()
+    actual = model.state_dict()  # a compiled submodule's keys carry "_orig_mod.": matched without it
+    expected = {strip_compile_prefixes(k): v for k, v in actual.items()}
+    to_model = {strip_compile_prefixes(k): k for k in actual}
+    state_dict = {strip_compile_prefixes(k): v for k, v in state_dict.items()}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     shapes = sorted(
@@ -290,7 +293,20 @@ def strict_load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {shapes}")
         raise WeightsMismatchError(f"the {source} does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(dict(state_dict), strict=True)
+    model.load_state_dict({to_model[k]: v for k, v in state_dict.items()}, strict=True)
+
+
+def strip_compile_prefixes(key: str) -> str:
+    """A state-dict key without the ``_orig_mod.`` segments that ``torch.compile`` wrappers of
+    submodules add (``backbone._orig_mod.norm.weight`` -> ``backbone.norm.weight``)."""
+    return key.replace("._orig_mod.", ".").removeprefix("_orig_mod.")
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` of the unwrapped model (:func:`unwrap_model`) with the keys of
+    compiled submodules stripped of ``_orig_mod.`` (:func:`strip_compile_prefixes`): the keys
+    of the same model uncompiled."""
+    return {strip_compile_prefixes(k): v for k, v in unwrap_model(model).state_dict().items()}
 
 
 # ------------------------------------------------------------------------------ config
@@ -412,7 +428,7 @@ def save_pretrained(
             raise ValueError("config= differs from the model's own config; the model's config is what gets saved")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(out / WEIGHTS_NAME, inner.state_dict(), {"format": "pt", "zorro_format_version": str(doc["format_version"])})
+    atomic_save_safetensors(out / WEIGHTS_NAME, plain_state_dict(inner), {"format": "pt", "zorro_format_version": str(doc["format_version"])})
     atomic_write_text(out / CONFIG_NAME, json.dumps(doc, indent=2, sort_keys=False) + "\n")
     logger.debug("saved Zorro (%d tensors) to %s", len(inner.state_dict()), out)
     if push_to_hub:

@@ -191,8 +191,8 @@ class TokenLayout:
 
     def block_ids(self, device: torch.device | str | None = None) -> torch.Tensor:
         """``(n,)`` int64: the index (into :attr:`names`) of the block of every position."""
-        return torch.repeat_interleave(torch.arange(len(self.blocks), device=device),
-                                       torch.tensor(self.counts, device=device))
+        return torch.repeat_interleave(torch.arange(len(self.blocks), device=device),  # output_size: a static shape under torch.compile
+                                       torch.tensor(self.counts, device=device), output_size=self.total)
 
     def key_blocks(self, query: str, rule: str | Mapping[str, tuple[str, ...]]) -> tuple[int, ...]:
         """Indices of the non-empty blocks a query of ``query`` may attend to under ``rule``."""

@@ -590,7 +590,7 @@ class Zorro(nn.Module):
                 two ways to ask for less (``return_token_indices=...``, or :meth:`encode`
                 for outputs by name).
         """
-        inputs = {"audio": audio, "video": video, **inputs}
+        inputs = {**{k: v for k, v in (("audio", audio), ("video", video)) if v is not None}, **inputs}  # a model without audio/video takes neither
         given = self._split_inputs(inputs)
         if given:  # validate the selection before any compute
             feedable = self.select_return_tokens(return_token_indices, present=list(given))

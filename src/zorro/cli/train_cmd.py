@@ -153,6 +153,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from zorro.train.run_folder import load_run, run_dataset
 
     run = load_run(Path(args.run))
+    if run.config.model.compile:  # the run's own settings: compiled as it trained (precision below)
+        from zorro.train.build import compile_backbone
+
+        compile_backbone(run.model.backbone)
     cfg = with_overrides(run.config, duration=args.duration, num_frames=args.num_frames, image_size=args.image_size)
     dataset = run_dataset(cfg, run.vocab, manifest=args.manifest, shards=args.shards)
     batch_size = args.batch_size or cfg.data.eval_batch_size

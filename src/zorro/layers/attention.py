@@ -17,8 +17,9 @@ Backends (chosen by name, see :data:`BACKENDS`):
   softmax, weighted sum. Slow and memory-hungry by design; it is what the other backends
   are tested against.
 * ``"flex"`` -- :func:`torch.nn.attention.flex_attention.flex_attention` with a block mask
-  built from the same rule (best under ``torch.compile`` on CUDA). Only the self-attention
-  layers use it; the pooling step, a handful of queries, uses the SDPA split.
+  built from the same rule (best under ``torch.compile`` on CUDA; on CPU inference only, see
+  :mod:`zorro.layers.flex`). Only the self-attention layers use it; the pooling step, a
+  handful of queries, uses the SDPA split.
 
 Padding: modalities of variable length (``text``, ``sequence``) come with a boolean mask,
 True for real tokens. Padded keys are never attended to. A query whose allowed keys are all
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zorro.layers.norm import LayerNorm
-from zorro.masks import POOL_RULE, TokenLayout, block_table, check_mask_rule
+from zorro.layers.flex import flex_attend, flex_block_mask
+from zorro.masks import POOL_RULE, TokenLayout, check_mask_rule
 
 BACKENDS = ("sdpa", "eager", "flex")
 
@@ -256,23 +258,15 @@ class AttentionPlan:
                 self.mask = self.mask & (validity.valid[:, None, :] | validity.empty[:, ids][:, :, None])
                 self.mask = self.mask[:, None]  # (b, 1, n, n)
         elif backend == "flex":
-            from torch.nn.attention.flex_attention import create_block_mask
-
-            ids = layout.block_ids(device)
-            table = block_table(layout.names, layout.names, mask_rule, device)
-            n = layout.total
             if validity is None:
-                def mask_mod(b, h, q_idx, kv_idx):
-                    return table[ids[q_idx], ids[kv_idx]]
-
-                self.block_mask = create_block_mask(mask_mod, None, None, n, n, device=device)
+                self.block_mask = flex_block_mask(layout, mask_rule, device)
             else:
-                valid, empty = validity.valid, validity.empty
-
-                def mask_mod(b, h, q_idx, kv_idx):
-                    return table[ids[q_idx], ids[kv_idx]] & (valid[b, kv_idx] | empty[b, ids[q_idx]])
-
-                self.block_mask = create_block_mask(mask_mod, batch, None, n, n, device=device)
+                # (b, n): the queries with no real key. Built by concatenation, not by indexing with
+                # block ids: Inductor's CPU FlexAttention kernel rejects (NoValidChoicesError) a mask
+                # buffer that is a fused gather.
+                empty = validity.empty
+                fallback = torch.cat([empty[:, i : i + 1].expand(-1, c) for i, c in enumerate(layout.counts)], dim=1)
+                self.block_mask = flex_block_mask(layout, mask_rule, device, validity.valid, fallback)
 
     def attend_qkv(self, qkv: torch.Tensor, scale: float) -> torch.Tensor:
         """Masked self-attention of the fused projection ``qkv (b, n, 3, h, d)`` -> ``(b, n, h, d)``.
@@ -303,9 +297,7 @@ class AttentionPlan:
         if self.backend == "eager":
             return eager_attention(q, k, v, self.mask, scale).transpose(1, 2)
         if self.backend == "flex":
-            from torch.nn.attention.flex_attention import flex_attention
-
-            return flex_attention(q, k, v, block_mask=self.block_mask, scale=scale).transpose(1, 2)
+            return flex_attend(q, k, v, self.block_mask, scale).transpose(1, 2)
         return self._sdpa(q, k, v, scale)
 
     def _sdpa(self, q, k, v, scale: float, pieces=None) -> torch.Tensor:

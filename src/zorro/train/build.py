@@ -18,7 +18,7 @@ from zorro.train.objectives import ContrastiveObjective, SupervisedObjective, bu
 if TYPE_CHECKING:
     from zorro.train.config import TrainConfig
 
-__all__ = ["build_backbone", "build_dataset", "build_shard_dataset", "build_task", "data_sample_rate", "model_sample_rate"]
+__all__ = ["build_backbone", "build_dataset", "build_shard_dataset", "build_task", "compile_backbone", "data_sample_rate", "model_sample_rate"]
 
 logger = logging.getLogger("zorro.train")
 
@@ -34,6 +34,22 @@ def build_backbone(cfg: TrainConfig) -> Zorro:
     else:
         model = Zorro(**m.arch)
     return model.set_grad_checkpointing(m.grad_checkpointing)
+
+
+def compile_backbone(backbone: Zorro) -> Zorro:
+    """``model.compile: true``: compile, in place, the entry points the tasks call.
+
+    The tasks call :meth:`Zorro.encode`, not the module itself, so compiling the module's
+    ``__call__`` alone (``nn.Module.compile``) would leave training uncompiled. Both are
+    compiled here (``torch.compile`` with its defaults: a batch size that changes -- the last
+    batch of an epoch -- makes that dimension dynamic after one recompilation). The weights
+    keep their names: no wrapper module, no ``_orig_mod.`` prefix. Returns ``backbone``.
+    """
+    import torch
+
+    backbone.compile()
+    backbone.encode = torch.compile(backbone.encode)  # an instance attribute: the class is untouched
+    return backbone
 
 
 def build_task(cfg: TrainConfig, backbone: Zorro, num_classes: int | None) -> nn.Module:

@@ -35,7 +35,8 @@ from zorro.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zorro.evaluate import headline
 from zorro.fileio import atomic_write_text
 from zorro.hub import atomic_save_safetensors
-from zorro.train.build import build_backbone, build_dataset, build_shard_dataset, build_task
+from zorro.layers.flex import CPU_BACKWARD_MESSAGE
+from zorro.train.build import build_backbone, build_dataset, build_shard_dataset, build_task, compile_backbone
 from zorro.train.config import TrainConfig
 from zorro.train.data_report import DataReport
 from zorro.train.distributed import ResumableSampler, init_distributed
@@ -108,8 +109,10 @@ class Trainer:
         self.objective = build_task(cfg, self.backbone, num_classes).to(self.dist.device)
         if getattr(self.objective, "uses_audio_features", False) and isinstance(train_set, CachedClips):
             train_set.add_audio_features(self.backbone.audio_frontend)  # once, instead of every step
+        if self.backbone.config.attn_backend == "flex" and self.dist.device.type == "cpu":
+            raise ValueError(f"model.arch.attn_backend: {CPU_BACKWARD_MESSAGE}")
         if cfg.model.compile:
-            self.backbone.compile()
+            compile_backbone(self.backbone)
         self.ddp = None
         if self.dist.world_size > 1:
             self.ddp = nn.parallel.DistributedDataParallel(self.objective, find_unused_parameters=True)

@@ -1,0 +1,254 @@
+"""The fast path on this machine: eager and compiled, each attention backend, forward and
+training step, against the seed -- one table per machine.
+
+At the top: the CPU model and its bf16 capability (AMX, AVX512-BF16 or emulated, from
+``/proc/cpuinfo``); bf16 rows run only where bf16 is native. Then, for every precision, mode
+(``forward`` under ``no_grad``; ``train``: forward + ``mean(out**2)`` + backward), backend
+(``sdpa``, ``flex``, ``eager``) and compiled or not (``torch.compile(model, fullgraph=True)``):
+
+* seed and ours timed in **one process, interleaved** (order alternating each round; median
+  of ``--repeats`` after warm-up, the compilation included in the warm-up), so load drift
+  hits both alike; ``seed/ours`` is the ratio of those medians. The seed is
+  :class:`zorro.reference.DenseZorro` (the seed's function the seed's way); ours is
+  :meth:`zorro.Zorro.from_zorro_pytorch` of the same weights, so both compute one function
+  (the max abs difference is checked and printed in the JSON);
+* MFU: useful FLOPs (:func:`modelbench.workload.forward_flops`; training counts 3x) per
+  second over a ``torch.mm`` peak measured in this run for the same precision;
+* peak memory of one step of ours above what was resident before it (weights, inputs and a
+  warmed-up model: RSS high-water mark reset via ``/proc/self/clear_refs``).
+
+A combination that cannot run says why in the ``note`` column (e.g. FlexAttention has no
+CPU backward: ``train`` with ``flex`` on CPU).
+
+Usage::
+
+    python benchmarks/bench_fastpath.py                 # n = 608 (batch 2, dim 512, depth 4)
+    python benchmarks/bench_fastpath.py --size 2248     # the main configuration of bench_model.py
+    python benchmarks/bench_fastpath.py --precisions fp32 bf16   # force bf16 rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from modelbench.fastpath import cpu_facts, format_report, precisions_to_run  # noqa: E402
+from modelbench.workload import BATCH, MODEL_KW, SIZES, VIDEO_HW, forward_flops, layout_for  # noqa: E402
+
+BACKENDS = ("sdpa", "flex", "eager")
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _peak_step_mib(step) -> float | None:
+    """Peak RSS of one call of ``step`` above the RSS before it (MiB); None without clear_refs."""
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    base = _rss_kib("VmRSS")
+    step()
+    return max(0.0, (_rss_kib("VmHWM") - base) / 1024)
+
+
+def child(task: dict[str, Any]) -> dict[str, Any]:
+    """One (precision, mode, backend, compiled) measurement: seed and ours in this process."""
+    import warnings
+
+    import torch
+
+    from zorro import Zorro
+    from zorro.reference import DenseZorro
+
+    warnings.filterwarnings("ignore")
+    lay = layout_for(task["n"])
+    torch.manual_seed(0)
+    seed = DenseZorro(**MODEL_KW)
+    kw = {k: v for k, v in MODEL_KW.items() if k not in ("dim", "depth", "num_fusion_tokens")}
+    ours = Zorro.from_zorro_pytorch(seed.state_dict(), attn_backend=task["backend"], **kw)
+    g = torch.Generator().manual_seed(1)
+    audio = torch.randn(BATCH, lay["samples"], generator=g) * 0.1
+    video = torch.randn(BATCH, 3, lay["frames"], VIDEO_HW, VIDEO_HW, generator=g)
+    bf16 = task["precision"] == "bf16"
+
+    def step_fn(model, call):
+        if task["mode"] == "forward":
+            model.eval()
+
+            def step():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return call(audio=audio, video=video)
+        else:
+            model.train()
+            params = list(model.parameters())
+
+            def step():
+                for p in params:
+                    p.grad = None
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = call(audio=audio, video=video)
+                out.float().square().mean().backward()
+                return out
+        return step
+
+    call = torch.compile(ours, fullgraph=True) if task["compiled"] else ours
+    steps = {"seed": step_fn(seed, seed), "ours": step_fn(ours, call)}
+    out: dict[str, Any] = {"threads": torch.get_num_threads()}
+    try:
+        t0 = time.perf_counter()
+        first = steps["ours"]().detach().float()
+        out["first_call_s"] = time.perf_counter() - t0  # compilation included when compiled
+    except (ValueError, NotImplementedError, RuntimeError) as err:
+        text = str(err)
+        if "raised exception " in text:  # fullgraph=True: the library's own error, inside Dynamo's
+            text = text.split("raised exception ", 1)[1]
+        return {"status": "unsupported", "note": f"{type(err).__name__}: {text.splitlines()[0][:200]}"}
+    out["max_abs_diff"] = float((first - steps["seed"]().detach().float()).abs().max())
+    for _ in range(max(task["warmup"] - 1, 0)):
+        for s in steps.values():
+            s()
+    out["peak_mib"] = _peak_step_mib(steps["ours"])
+    out["seed_peak_mib"] = _peak_step_mib(steps["seed"])
+    times: dict[str, list[float]] = {"seed": [], "ours": []}
+    order = ["seed", "ours"]
+    for r in range(task["repeats"]):
+        for k in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            steps[k]()
+            times[k].append(time.perf_counter() - t0)
+    out["times"] = times
+    return out
+
+
+def peak_child(task: dict[str, Any]) -> dict[str, float]:
+    """Best ``torch.mm`` TFLOP/s of a ``size``-square product per precision."""
+    import math
+
+    import torch
+
+    size = task.get("size", 2048)
+    res = {}
+    for name in task["precisions"]:
+        dtype = torch.bfloat16 if name == "bf16" else torch.float32
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        torch.mm(a, b)
+        best = math.inf
+        for _ in range(4):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+        res[name] = 2.0 * size**3 / best / 1e12
+    return res
+
+
+def run_child(task: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``task`` in a fresh interpreter; its JSON result, or a status saying why there is none."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
+    try:
+        # glibc serves allocations >= 64 KiB with their own mmap and unmaps them on free, so RSS
+        # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0)
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "note": f"no result within {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("@@RESULT@@"):
+            res = json.loads(line[len("@@RESULT@@"):])
+            res.setdefault("status", "ok")
+            return res
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    return {"status": "error", "note": f"exit {proc.returncode}: {tail[0][:160]}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Eager / compiled x attention backend x forward / training, against the seed.")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=600, help=f"nominal n among {sorted(SIZES)} (default 600: n = 608)")
+    ap.add_argument("--precisions", nargs="*", default=None, help="default: fp32, and bf16 where the CPU has it natively")
+    ap.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
+    ap.add_argument("--modes", nargs="*", default=["forward", "train"], choices=["forward", "train"])
+    ap.add_argument("--compiled", nargs="*", default=["no", "yes"], choices=["no", "yes"])
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "fastpath.json")
+    args = ap.parse_args(argv)
+    if args.child:
+        task = json.loads(args.child)
+        res = peak_child(task) if task.get("kind") == "peak" else child(task)
+        print("@@RESULT@@" + json.dumps(res), flush=True)
+        return 0
+    if args.size not in SIZES:
+        ap.error(f"--size must be one of {sorted(SIZES)}")
+    try:
+        facts = cpu_facts(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        facts = cpu_facts("")
+    facts["cores"] = os.cpu_count()
+    precisions, skipped = precisions_to_run(facts["bf16"], args.precisions)
+    print(f"CPU: {facts['cpu']} ({facts['cores']} cores); bf16: {facts['bf16']}" + (f"; {skipped}" if skipped else ""), flush=True)
+    started = time.time()
+    load_start = os.getloadavg()
+    peaks = run_child({"kind": "peak", "precisions": precisions}, args.timeout)
+    lay = layout_for(args.size)
+    fl = forward_flops(lay["n_a"], lay["n_f"], lay["n_v"], batch=BATCH, dim=MODEL_KW["dim"], depth=MODEL_KW["depth"],
+                       heads=MODEL_KW["heads"], dim_head=MODEL_KW["dim_head"])["total"]
+    rows = []
+    for prec in precisions:
+        for mode in args.modes:
+            for backend in args.backends:
+                for compiled in args.compiled:
+                    task = {"n": args.size, "precision": prec, "mode": mode, "backend": backend, "compiled": compiled == "yes",
+                            "warmup": args.warmup, "repeats": args.repeats}
+                    t0 = time.time()
+                    res = run_child(task, args.timeout)
+                    row = {k: task[k] for k in ("precision", "mode", "backend", "compiled")}
+                    row["status"] = res.get("status")
+                    if res.get("status") == "ok":
+                        row.update(seed_s=statistics.median(res["times"]["seed"]), ours_s=statistics.median(res["times"]["ours"]),
+                                   peak_mib=res.get("peak_mib"), seed_peak_mib=res.get("seed_peak_mib"),
+                                   first_call_s=res.get("first_call_s"), max_abs_diff=res.get("max_abs_diff"), times=res["times"])
+                        flops = fl * (3 if mode == "train" else 1)
+                        if peaks.get(prec):
+                            row["mfu"] = flops / row["ours_s"] / 1e12 / peaks[prec]
+                    else:
+                        row["note"] = res.get("note", res.get("status"))
+                    rows.append(row)
+                    print(f"  {prec} {mode} {backend} compiled={compiled}: "
+                          + (f"seed {row['seed_s'] * 1e3:.0f} ms, ours {row['ours_s'] * 1e3:.0f} ms" if "ours_s" in row else row.get("note", ""))
+                          + f"  [{time.time() - t0:.0f} s]", flush=True)
+    workload = (f"n = {lay['n']} tokens ({lay['n_a']} audio + {lay['n_f']} fusion + {lay['n_v']} video), batch {BATCH}, "
+                f"dim {MODEL_KW['dim']}, depth {MODEL_KW['depth']}, {MODEL_KW['heads']} heads x {MODEL_KW['dim_head']}; "
+                f"median of {args.repeats} interleaved rounds; load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    print()
+    print(format_report(facts, rows, peaks={k: v for k, v in peaks.items() if isinstance(v, float)}, workload=workload, skipped=skipped))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": facts, "peaks_tflops": peaks, "workload": workload, "flops_forward": fl,
+                                    "rows": rows, "elapsed_s": time.time() - started}, indent=1))
+    print(f"\nwrote {args.out} in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

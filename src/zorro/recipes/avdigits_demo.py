@@ -247,6 +247,8 @@ def _model_arch(s: dict[str, Any], mean: float, std: float) -> dict[str, Any]:
     arch = {k: v for k, v in flat.items() if k not in per_modality}
     arch["modalities"] = specs
     arch["return_token_types"] = [*specs, "fusion", "global"]
+    # as the saved config.json spells them, so the fine-tuning run (init_from) reads the same settings
+    arch["return_token_types"] = ZorroConfig(**arch).to_dict()["return_token_types"]
     return arch
 
 

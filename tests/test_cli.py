@@ -112,6 +112,32 @@ def test_demo_smoke_run(tmp_path, capsys):
     assert "audio_only" in capsys.readouterr().out
 
 
+def test_trimodal_demo_smoke_run(tmp_path, capsys):
+    """--modalities audio,video,text: the captions reach the model (shards store them), the
+    table gives all six retrieval directions and text-only top-1; a caption-free model is
+    not what was trained."""
+    from zorro.recipes.avdigits_demo import check_modalities
+
+    assert main(["demo", "--quick", "--modalities", "audio,video,text", "--out", str(tmp_path / "demo"),
+                 "--data", str(tmp_path / "data")]) == 0
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["modalities"] == ["audio", "video", "text"]
+    for name in ("text", "audio_only", "video_only", "text_only"):
+        assert 0.0 <= metrics["test"][name]["top1"] <= 1.0
+    for pair in ("a2v", "a2t", "v2a", "v2t", "t2a", "t2v"):
+        assert 0.0 <= metrics["retrieval"][f"{pair}_r1"] <= metrics["retrieval"][f"{pair}_r5"] <= 1.0
+    config = json.loads((tmp_path / "demo" / "finetune" / "model" / "config.json").read_text())["config"]
+    assert list(config["modalities"]) == ["audio", "video", "text"] and config["modalities"]["text"]["kind"] == "text"
+    shard_info = [json.loads(p.read_text()) for p in (tmp_path / "data").glob("shards-*/train/dataset.json")]
+    assert [i["settings"].get("modalities") for i in shard_info] == [{"text": "text"}]
+    out = capsys.readouterr().out
+    assert "text -> video" in out and "text_only" in out and "audio_only" in out
+    assert main(["demo", "--quick", "--modalities", "audio,text", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "data")]) == 1
+    with pytest.raises(ValueError, match="audio,video,text"):
+        check_modalities("audio,text")
+    assert check_modalities(["text", "video", "audio"]) == ("audio", "video", "text")
+
+
 def test_demo_feature_cache_follows_model_frontend(tmp_path, caplog):
     # The demo caches front-end features (and takes the normalisation statistics from them)
     # with a front-end built from the model settings; a non-default analysis geometry must

@@ -143,13 +143,30 @@ def print_summary(summary: dict[str, Any], info: dict[str, Any]) -> None:
     print(json.dumps(summary))
 
 
-def _manifest_entries(src: Path, root: str | None):
+def parse_modalities(values: list[str]) -> dict[str, str]:
+    """``["text=text", "imu=sequence"]`` (``--modality``) -> ``{"text": "text", "imu":
+    "sequence"}``; a bare ``NAME`` is ``NAME=NAME`` (``--modality text``)."""
+    from zorro.data.modalities import check_extra
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, _, kind = value.partition("=")
+        name, kind = name.strip(), (kind.strip() or name.strip())
+        if name in out:
+            raise ValueError(f"--modality {name} is given twice")
+        out[name] = kind
+    return check_extra(out)
+
+
+def _manifest_entries(src: Path, root: str | None, modalities: dict[str, str] | None = None):
     from zorro.data import read_manifest, scan_folder
 
     if src.is_dir():
+        if modalities:
+            raise ValueError(f"--modality needs a CSV/JSONL manifest with those columns; {str(src)!r} is a folder")
         return scan_folder(src)
     if src.is_file():
-        return read_manifest(src, root=root)
+        return read_manifest(src, root=root, modalities=modalities)
     raise ValueError(f"--manifest {str(src)!r} is neither a manifest file nor a folder-per-class tree")
 
 
@@ -162,7 +179,8 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ValueError("zorro prepare needs --manifest FILE_OR_FOLDER and --out DIR (or a dataset command, see --help)")
     check_parts(args)
     src = Path(args.manifest)
-    entries = _manifest_entries(src, args.root)
+    modalities = parse_modalities(getattr(args, "modality", None) or [])
+    entries = _manifest_entries(src, args.root, modalities)
     if not entries:
         raise ValueError(f"--manifest {str(src)!r} lists no media files")
     vocab = LabelVocab.from_labels(e.labels for e in entries)
@@ -180,7 +198,7 @@ def _cmd(args: argparse.Namespace) -> int:
         logger.warning("%d of the %d files of %s do not exist (listed in missing.jsonl), e.g. %s", len(missing), len(entries), src,
                        [m["path"] for m in missing[:3]])
     if args.dry_run:
-        settings = settings_record(PrepareSettings(**settings_from_args(args)))
+        settings = settings_record(PrepareSettings(**settings_from_args(args), modalities=modalities))
         write_dry_run(args.out, labels=list(vocab.names), multi_label=args.multi_label,
                       counts={**counts, "found": len(found), "missing": len(missing), "sources": len(entries)},
                       missing=missing, dropped_rows=None, settings=settings, extra=extra)
@@ -195,7 +213,8 @@ def _cmd(args: argparse.Namespace) -> int:
     try:
         info = prepare_shards(
             sources, args.out, labels=list(vocab.names), multi_label=args.multi_label, missing=missing, annotation_counts=counts,
-            extra_info=extra, workers=args.num_workers, part=args.part, num_parts=args.num_parts, **settings_from_args(args),
+            extra_info=extra, workers=args.num_workers, part=args.part, num_parts=args.num_parts, modalities=modalities,
+            **settings_from_args(args),
         )
     except KeyboardInterrupt:
         logger.error("interrupted: finished shards are kept; run the same command again to resume")
@@ -233,6 +252,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder")
     p.add_argument("--root", default=None, help="folder relative manifest paths are resolved against (default: the manifest's)")
     p.add_argument("--multi-label", action="store_true", help="files may have several labels (multi-hot targets)")
+    p.add_argument("--modality", action="append", default=[], metavar="NAME=KIND",
+                   help="store the manifest column NAME as an extra modality of KIND 'text' (the string, member NAME.txt) or "
+                        "'sequence' (the path of a .npy (steps, features) file, member NAME.npy); repeat for several; "
+                        "an empty cell: the clip lacks it (see docs/data.md)")
     add_prepare_options(p)
     p.set_defaults(func=_cmd)
     dsub = p.add_subparsers(dest="dataset", metavar="DATASET", required=False,

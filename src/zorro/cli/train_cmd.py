@@ -227,10 +227,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         settings = dict(duration=args.duration or 2.0, num_frames=args.num_frames or 8, image_size=args.image_size or 224,
                         sample_rate=model.config.audio_sample_rate, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     check_sample_rates(settings["sample_rate"], model.config.audio_sample_rate, where="the clips' sample rate")
-    entries = read_manifest(args.manifest)
+    from zorro.data.modalities import extra_from_table
+
+    extra = extra_from_table(model.config.modality_specs())  # the model's text / sequence columns of the manifest
+    entries = read_manifest(args.manifest, modalities=extra)
     # Labels are optional here: unlabelled files get a placeholder class, and the index keeps the real labels.
-    dataset = ClipDataset([ManifestEntry(e.path, e.labels or ("",), e.start, e.end) for e in entries],
-                          multi_label=any(len(e.labels) > 1 for e in entries), train=False, **settings)
+    dataset = ClipDataset([ManifestEntry(e.path, e.labels or ("",), e.start, e.end, e.extra) for e in entries],
+                          multi_label=any(len(e.labels) > 1 for e in entries), train=False, extra_modalities=extra, **settings)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_clips)
     names = list(model.return_token_names)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -266,7 +269,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zorro.recipes.avdigits_demo import format_table, run_demo
 
-    metrics = run_demo(out_dir=Path(args.out), data_dir=Path(args.data), quick=args.quick, config_overrides=parse_overrides(args.overrides))
+    metrics = run_demo(out_dir=Path(args.out), data_dir=Path(args.data), quick=args.quick, config_overrides=parse_overrides(args.overrides),
+                       modalities=args.modalities)
     print(format_table(metrics))
     print(f"metrics: {Path(args.out) / 'metrics.json'}   checkpoint: {Path(args.out) / 'finetune' / 'model'}")
     return 0
@@ -337,6 +341,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--data", default="data/avdigits", help="dataset cache folder")
     p.add_argument("--quick", action="store_true", help="tiny data and few steps (a smoke run, not the real demo)")
+    p.add_argument("--modalities", default="audio,video", metavar="NAMES",
+                   help="audio,video (default) or audio,video,text: the tri-modal demo adds each clip's caption as a third "
+                        "modality and reports retrieval in all six directions and text-only / audio-only / video-only top-1")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo setting (e.g. --set pretrain.optim.epochs=2)")
     p.set_defaults(func=_cmd_demo)

@@ -8,6 +8,10 @@ decoders), decodes one window and returns a dict::
      "index": int, "path": str, "start": float (s), "padded": bool,
      "audio_valid_samples": int (samples of real audio; the rest of the window is zero padding)}
 
+plus, for each extra modality the dataset is asked for (``extra_modalities``, see
+:mod:`zorro.data.modalities`), ``<name>``: ``(L,)`` int64 token ids (text) or ``(T, D)``
+float32 (sequence), None when the clip lacks it, and ``has_<name>``: bool.
+
 A file shorter than the window is read from its start (or its segment's ``start``): the
 window begins there and its end is padding, whatever the window placement.
 
@@ -23,9 +27,9 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +37,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from zorro.data.annotations.media import MEDIA_EXTENSIONS
 from zorro.data.decode import DecodeError, MediaReader, decode_time_limit
+from zorro.data.modalities import check_extra, load_sequence
 from zorro.data.transforms import CROP_RATIO, CROP_SCALE, HFLIP_PROB, IMAGENET_MEAN, IMAGENET_STD, VideoTransform
+from zorro.tokenizer import ByteTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +129,15 @@ class LabelVocab:
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One media file: ``labels`` (class names), optional segment ``start``/``end`` (s)."""
+    """One media file: ``labels`` (class names), optional segment ``start``/``end`` (s), and
+    ``extra``: the values of its extra modality columns, ``name -> str`` (a ``text``
+    column's string, a ``sequence`` column's ``.npy`` path), only those the clip has."""
 
     path: str
     labels: tuple[str, ...]
     start: float | None = None
     end: float | None = None
+    extra: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,27 @@ def _looks_like_a_path(text: str) -> bool:
     return Path(text.strip()).suffix.lower() in MEDIA_EXTENSIONS or "/" in text
 
 
-def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> list[ManifestEntry]:
+def _extra_values(row: dict[str, Any], extra: dict[str, str], base: Path, where: str) -> dict[str, str]:
+    """The extra modality values of one manifest row: non-empty cells of the declared
+    columns; ``sequence`` paths resolved against ``base``."""
+    out = {}
+    for name, kind in extra.items():
+        value = row.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: column {name!r} must hold a string ({'the text' if kind == 'text' else 'a .npy path'}), got {value!r}")
+        if not value.strip():
+            continue
+        if kind == "sequence":
+            value = value.strip()
+            value = value if os.path.isabs(value) else str(base / value)
+        out[name] = value
+    return out
+
+
+def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                  modalities: Mapping[str, Any] | None = None) -> list[ManifestEntry]:
     """Read a manifest: CSV with a header or JSON Lines (by extension ``.jsonl``/``.json``),
     or a folder-per-class tree ``path/<class>/<file>`` (see :func:`scan_folder`).
 
@@ -177,9 +206,19 @@ def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = N
     manifest's folder), ``label`` (one name) or ``labels`` (a list in JSONL; in CSV names
     separated by ``;`` or ``|``), optional ``start`` and ``end`` (s). ``root`` does not apply
     to a folder (its files are found inside it).
+
+    ``modalities`` (``name -> kind``, kinds ``"text"`` and ``"sequence"``; see
+    :mod:`zorro.data.modalities`) names the columns that hold extra modalities: each
+    entry's ``extra`` gets the non-empty ones (a ``text`` column's string; a ``sequence``
+    column's ``.npy`` path, resolved like ``path``). Other columns are ignored. How many
+    rows lack each declared column is logged (a column the manifest lacks entirely with
+    a warning).
     """
+    extra = check_extra(modalities)
     mpath = Path(path)
     if mpath.is_dir():
+        if extra:
+            raise ValueError(f"{str(mpath)!r} is a folder-per-class tree: it has no columns for the extra modalities {list(extra)} (use a CSV/JSONL manifest)")
         if (mpath / "dataset.json").is_file():
             raise ValueError(f"{str(mpath)!r} is a prepared shard folder, not media: read it with ShardDataset (data.train_shards / data.eval_shards in a training config)")
         return scan_folder(mpath)
@@ -220,7 +259,14 @@ def read_manifest(path: str | os.PathLike, *, root: str | os.PathLike | None = N
         if start is not None and end is not None and end <= start:
             raise ValueError(f"{mpath}: row {i} has end {end} <= start {start}")
         full = Path(p) if os.path.isabs(p) else base / p
-        entries.append(ManifestEntry(str(full), labels, start, end))
+        values = _extra_values(row, extra, base, f"{mpath}: row {i}") if extra else {}
+        entries.append(ManifestEntry(str(full), labels, start, end, values))
+    for name in extra:
+        have = sum(name in e.extra for e in entries)
+        if not any(name in row for row in rows):
+            logger.warning("%s has no %r column: none of its %d clips has the %s modality", mpath, name, len(entries), name)
+        else:
+            logger.info("%s: %d of %d clips have %r (%d without)", mpath, have, len(entries), name, len(entries) - have)
     return entries
 
 
@@ -268,6 +314,14 @@ class ClipDataset(Dataset):
             (reason: the limit). In a DataLoader worker, a decode stuck inside one FFmpeg
             call far past the limit ends the worker with an error naming the file. None: no
             limit. See :mod:`zorro.data.decode.time_limit`.
+        extra_modalities: the extra modalities to return, ``name -> kind`` (``"text"``,
+            ``"sequence"``; a model's modality table is accepted, see
+            :func:`zorro.data.modalities.check_extra`), read from the entries' ``extra``
+            (:func:`read_manifest` with ``modalities=``). Each item gets ``<name>`` (None when
+            the entry lacks it) and ``has_<name>``. A sequence file that cannot be read makes
+            the item a :class:`Skipped` (counted like an unreadable media file).
+        text_max_length: longest text in token ids (bos and eos included; longer texts are
+            cut), None: no limit.
     """
 
     def __init__(
@@ -294,6 +348,8 @@ class ClipDataset(Dataset):
         seek_mode: str = "exact",
         fast_decode: bool = False,
         decode_time_limit: float | None = 60.0,
+        extra_modalities: Mapping[str, Any] | None = None,
+        text_max_length: int | None = None,
     ):
         entries = list(entries)
         if not entries:
@@ -334,6 +390,9 @@ class ClipDataset(Dataset):
         ):
             raise ValueError(f"decode_time_limit must be a positive number of seconds or None, got {decode_time_limit!r}")
         self.decode_time_limit = decode_time_limit
+        self.extra_modalities = check_extra(extra_modalities)
+        self.tokenizer = ByteTokenizer(text_max_length)
+        self.text_max_length = text_max_length
         self.epoch = 0
         self.num_skipped = 0  # items skipped in this process (main process when num_workers=0)
         self._logged: set[str] = set()
@@ -341,8 +400,9 @@ class ClipDataset(Dataset):
     @classmethod
     def from_manifest(cls, path: str | os.PathLike, *, root: str | os.PathLike | None = None, **kwargs: Any) -> "ClipDataset":
         """Dataset over a CSV/JSONL manifest or a folder-per-class tree (see
-        :func:`read_manifest`); ``kwargs`` as in the constructor."""
-        return cls(read_manifest(path, root=root), **kwargs)
+        :func:`read_manifest`; the manifest's columns of ``extra_modalities`` are read);
+        ``kwargs`` as in the constructor."""
+        return cls(read_manifest(path, root=root, modalities=kwargs.get("extra_modalities")), **kwargs)
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, **kwargs: Any) -> "ClipDataset":
@@ -412,12 +472,19 @@ class ClipDataset(Dataset):
                     ratio=self.ratio,
                     hflip_prob=self.hflip_prob,
                 )
+            extra = extra_values(entry.extra, self.extra_modalities, self.tokenizer)
         except DecodeError as exc:
             self.num_skipped += 1
             if entry.path not in self._logged:
                 self._logged.add(entry.path)
                 logger.debug("skipping unreadable file: %s", exc)
             return Skipped(index, entry.path, exc.reason)
+        except ValueError as exc:  # an extra modality's file (a .npy sequence) cannot be read
+            self.num_skipped += 1
+            if entry.path not in self._logged:
+                self._logged.add(entry.path)
+                logger.debug("skipping %s: %s", entry.path, exc)
+            return Skipped(index, entry.path, str(exc))
         video = self.transform.normalize(clip.video) if clip.video is not None else None
         return {
             "audio": clip.audio,
@@ -428,4 +495,23 @@ class ClipDataset(Dataset):
             "start": clip.start,
             "padded": clip.padded,
             "audio_valid_samples": int(clip.audio_valid_samples) if clip.audio is not None else 0,
+            **extra,
         }
+
+
+def extra_values(values: Mapping[str, str], modalities: Mapping[str, str], tokenizer: ByteTokenizer) -> dict[str, Any]:
+    """The item fields of the extra modalities of one entry: for each ``name -> kind`` of
+    ``modalities``, ``<name>`` (``(L,)`` int64 ids of the text, or the ``(T, D)`` float32
+    sequence loaded from its ``.npy`` path; None when ``values`` lacks it) and
+    ``has_<name>``. Raises ValueError when a sequence file cannot be read."""
+    out: dict[str, Any] = {}
+    for name, kind in modalities.items():
+        value = values.get(name)
+        if value is None:
+            out[name] = None
+        elif kind == "text":
+            out[name] = tokenizer.encode(value)
+        else:
+            out[name] = torch.from_numpy(load_sequence(value))
+        out[f"has_{name}"] = out[name] is not None
+    return out

@@ -119,6 +119,13 @@ class PrepareSettings:
         backend, seek_mode, fast_decode: decoder settings, see :class:`zorro.data.MediaReader`.
         samples_per_shard, shard_bytes: a shard closes at the first source boundary where it
             holds this many samples / bytes (None: no limit of that kind; at least one set).
+        modalities: the extra modalities to store, ``name -> kind`` (``"text"``,
+            ``"sequence"``; a mapping or ``(name, kind)`` pairs, kept as pairs): each
+            source's value (its ``extra``) becomes the member ``<name>.txt`` (UTF-8) or
+            ``<name>.npy`` (float32 ``(T, D)``) of every sample of the source (see
+            :mod:`zorro.data.modalities`). A source without a value gets no member; a
+            sequence file that cannot be read makes the source unreadable. Empty: none
+            (and nothing about them is recorded, so older folders keep their settings).
     """
 
     window: str = "centre"
@@ -136,8 +143,17 @@ class PrepareSettings:
     fast_decode: bool = False
     samples_per_shard: int | None = None
     shard_bytes: int | None = 256 * 2**20
+    modalities: Any = ()
 
     def __post_init__(self) -> None:
+        from zorro.data.modalities import check_extra  # noqa: PLC0415
+
+        pairs = self.modalities.items() if isinstance(self.modalities, Mapping) else self.modalities
+        try:
+            pairs = tuple((str(n), str(k)) for n, k in pairs)
+        except (TypeError, ValueError):
+            raise TypeError(f"modalities must be a mapping name -> kind or (name, kind) pairs, got {self.modalities!r}") from None
+        object.__setattr__(self, "modalities", tuple(check_extra(dict(pairs)).items()))
         parse_window(self.window)
         if isinstance(self.duration, bool) or not isinstance(self.duration, (int, float)) or not (self.duration > 0) or not math.isfinite(self.duration):
             raise ValueError(f"duration must be a positive number of seconds, got {self.duration!r}")
@@ -282,6 +298,7 @@ def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[s
     threads = 1 if multiprocessing.parent_process() is not None else 0
     samples = []
     skipped = []
+    extra_members = _extra_members(src, s)
     with MediaReader(src.path, backend=s.backend, threads=threads, seek_mode=s.seek_mode, fast_decode=s.fast_decode) as reader:
         info = reader.info
         want_audio = s.audio and info.has_audio
@@ -335,10 +352,33 @@ def _decode_source(i: int, src: PrepareSource, s: PrepareSettings, vocab: dict[s
                 "meta": dict(src.meta),
             }
             members = sample_members(sample_json, audio, jpgs, sample_rate=s.sample_rate, audio_format=s.audio_format)
-            samples.append(members)
+            samples.append(members + extra_members)
     if not samples:
         raise DecodeError(src.path, reasons[0] if reasons else "no window decodes")
     return {"index": i, "samples": samples, "skipped": skipped}
+
+
+def _extra_members(src: PrepareSource, s: PrepareSettings) -> list[tuple[str, bytes]]:
+    """The members of the source's extra modalities (``s.modalities``) that it has a value
+    for: ``(<name>.txt, UTF-8)`` and ``(<name>.npy, float32 array)``. A sequence file that
+    cannot be read raises :class:`~zorro.data.DecodeError` (the source is unreadable)."""
+    from zorro.data.decode import DecodeError  # noqa: PLC0415
+    from zorro.data.modalities import encode_sequence, load_sequence, member_suffix  # noqa: PLC0415
+
+    out = []
+    for name, kind in s.modalities:
+        value = (src.extra or {}).get(name)
+        if value is None or not str(value).strip():
+            continue
+        if kind == "text":
+            data = str(value).encode("utf-8")
+        else:
+            try:
+                data = encode_sequence(load_sequence(value))
+            except ValueError as exc:
+                raise DecodeError(src.path, f"{name}: {exc}") from None
+        out.append((member_suffix(name, kind), data))
+    return out
 
 
 def _init_worker() -> None:
@@ -357,6 +397,10 @@ def settings_record(s: PrepareSettings) -> dict[str, Any]:
     """The ``settings`` recorded in ``dataset.json`` and the indexes: the fields of ``s``
     (``window`` normalised) plus how frames are resized and encoded."""
     d = asdict(s)
+    if s.modalities:
+        d["modalities"] = dict(s.modalities)
+    else:
+        del d["modalities"]
     d["window"] = "{}:{}".format(*parse_window(s.window)) if parse_window(s.window)[0] == "even" else parse_window(s.window)[0]
     d["frame_resize"] = "swscale bilinear to the long side, then antialiased bilinear (uint8) on the short axis"
     d["jpeg_encoder"] = "pillow"
@@ -730,6 +774,11 @@ def prepare_shards(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"extra_info must be JSON-serialisable ({exc})") from None
     index_fields = [str(f) for f in index_fields]
+    if s.modalities:
+        for name, kind in s.modalities:
+            have = sum(name in json.loads(table.extra_text(i)) for i in range(len(table)))
+            logger.info("%d of %d sources have %r (%s; stored as %s members); %d without", have, len(table), name, kind,
+                        f"{name}.{'txt' if kind == 'text' else 'npy'}", len(table) - have)
     num_missing, num_dropped = count_list(missing), count_list(dropped_rows)
     vocab = {name: k for k, name in enumerate(table.labels)}
     settings_d = settings_record(s)

@@ -39,6 +39,9 @@ class PrepareSource:
         start, end: optional segment of the file (s, container timeline): windows are placed
             inside it (``window="manifest"``: the window *is* it).
         meta: JSON-serialisable annotation fields stored in each sample's JSON (``meta``).
+        extra: the source's extra modality values, ``name -> str`` (a text, or the path of
+            a ``.npy`` sequence; see :mod:`zorro.data.modalities`); the ones named in the
+            ``modalities`` setting are stored as members of each of its samples.
     """
 
     path: str
@@ -46,12 +49,13 @@ class PrepareSource:
     start: float | None = None
     end: float | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_entry(cls, entry: Any, meta: Mapping[str, Any] | None = None) -> "PrepareSource":
         """From a :class:`zorro.data.ManifestEntry` (or anything with ``path``, ``labels``,
-        ``start``, ``end``)."""
-        return cls(str(entry.path), tuple(entry.labels), entry.start, entry.end, dict(meta or {}))
+        ``start``, ``end``, and optionally ``extra``)."""
+        return cls(str(entry.path), tuple(entry.labels), entry.start, entry.end, dict(meta or {}), dict(getattr(entry, "extra", None) or {}))
 
 
 def meta_json(meta: Mapping[str, Any]) -> str:
@@ -64,6 +68,9 @@ def meta_json(meta: Mapping[str, Any]) -> str:
         return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"annotation fields must be JSON-serialisable ({exc})") from None
+
+
+_EMPTY = "{}"  # one shared string for the sources without extra modality values
 
 
 def _num(value: float | None) -> str:
@@ -95,13 +102,14 @@ class SourceTable(Sequence):
         self._start = array("d")
         self._end = array("d")
         self._meta: list[str] = []
+        self._extra: list[str] = []  # extra modality values as compact JSON ("{}": none)
         self.rows = array("q")  # where each source came from (caller-defined id; -1: none)
         self._label_json: list[str] | None = None
 
     # -------------------------------------------------------------- building
 
     def append(self, path: str, label_ids: Sequence[int], start: float | None = None, end: float | None = None,
-               meta: str = "{}", row: int = -1) -> None:
+               meta: str = "{}", row: int = -1, extra: str = "{}") -> None:
         """Add one source (no checks: see :meth:`from_sources` for checked input).
 
         Args:
@@ -110,6 +118,7 @@ class SourceTable(Sequence):
             start, end: its segment (s) or None.
             meta: its annotation fields as :func:`meta_json` text.
             row: an id of its annotation row (to drop it later by row, :meth:`drop_rows`).
+            extra: its extra modality values (``name -> str``) as :func:`meta_json` text.
         """
         self._paths.append(path)
         self._values.extend(label_ids)
@@ -117,6 +126,7 @@ class SourceTable(Sequence):
         self._start.append(math.nan if start is None else start)
         self._end.append(math.nan if end is None else end)
         self._meta.append(meta)
+        self._extra.append(_EMPTY if extra == _EMPTY else extra)
         self.rows.append(row)
 
     @classmethod
@@ -155,8 +165,12 @@ class SourceTable(Sequence):
                 meta = meta_json(src.meta)
             except ValueError as exc:
                 raise ValueError(f"sources[{k}].meta: {exc}") from None
+            extra = dict(getattr(src, "extra", None) or {})
+            bad = {n: v for n, v in extra.items() if not isinstance(n, str) or not isinstance(v, str)}
+            if bad:
+                raise ValueError(f"sources[{k}].extra must map modality names to strings (a text or a .npy path), got {bad!r}")
             table.append(os.fspath(src.path), [vocab[lab] for lab in labs], None if src.start is None else float(src.start),
-                         None if src.end is None else float(src.end), meta)
+                         None if src.end is None else float(src.end), meta, extra=meta_json(extra))
         return table
 
     def remap_labels(self, labels: Sequence[str], mapping: Sequence[int]) -> None:
@@ -183,6 +197,7 @@ class SourceTable(Sequence):
             old_values, old_offsets = self._values, self._offsets
             self._paths = [self._paths[i] for i in keep]
             self._meta = [self._meta[i] for i in keep]
+            self._extra = [self._extra[i] for i in keep]
             self._start = array("d", (self._start[i] for i in keep))
             self._end = array("d", (self._end[i] for i in keep))
             self.rows = array("q", (self.rows[i] for i in keep))
@@ -216,6 +231,10 @@ class SourceTable(Sequence):
         """The :func:`meta_json` text of source ``i``'s annotation fields."""
         return self._meta[i]
 
+    def extra_text(self, i: int) -> str:
+        """The :func:`meta_json` text of source ``i``'s extra modality values (``"{}"``: none)."""
+        return self._extra[i]
+
     def __getitem__(self, i: int) -> PrepareSource:  # type: ignore[override]
         if isinstance(i, slice):
             raise TypeError("SourceTable does not slice; take sources one at a time")
@@ -224,7 +243,8 @@ class SourceTable(Sequence):
         if not 0 <= i < len(self):
             raise IndexError(f"source {i} out of range for {len(self)} sources")
         start, end = self.segment(i)
-        return PrepareSource(self.path(i), tuple(self.labels[c] for c in self.label_ids(i)), start, end, json.loads(self._meta[i]))
+        return PrepareSource(self.path(i), tuple(self.labels[c] for c in self.label_ids(i)), start, end, json.loads(self._meta[i]),
+                             json.loads(self._extra[i]))
 
     def __iter__(self) -> Iterator[PrepareSource]:
         for i in range(len(self)):
@@ -232,15 +252,17 @@ class SourceTable(Sequence):
 
     def canonical(self, i: int) -> str:
         """The canonical text of source ``i``: ``[path, [label names], start, end, meta]`` as
-        compact JSON (what the prepared folder's fingerprint hashes)."""
+        compact JSON (what the prepared folder's fingerprint hashes), with its extra modality
+        values appended when it has any."""
         if self._label_json is None:
             self._label_json = [json.dumps(name) for name in self.labels]
         names = ",".join(self._label_json[c] for c in self._values[self._offsets[i] : self._offsets[i + 1]])
         start, end = self.segment(i)
-        return f"[{json.dumps(self.path(i))},[{names}],{_num(start)},{_num(end)},{self._meta[i]}]"
+        extra = "" if self._extra[i] == _EMPTY else "," + self._extra[i]
+        return f"[{json.dumps(self.path(i))},[{names}],{_num(start)},{_num(end)},{self._meta[i]}{extra}]"
 
     def nbytes(self) -> int:
         """An estimate of the memory the table holds (bytes): columns and strings."""
         strings = sum(len(p) + 49 for p in self._paths) if self.root is None else 0
-        return (strings + sum(len(m) + 49 for m in self._meta) + 8 * 2 * len(self._paths)
+        return (strings + sum(len(m) + 49 for m in self._meta) + sum(len(x) + 49 for x in self._extra if x is not _EMPTY) + 8 * 3 * len(self._paths)
                 + self._values.itemsize * len(self._values) + 8 * (len(self._offsets) + 3 * len(self._start)))

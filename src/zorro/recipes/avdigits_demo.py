@@ -20,6 +20,15 @@
    folder's ``config.json`` records every setting its trainer used (clip length, frames,
    image size, sample rate, crop, the data read), so ``zorro evaluate OUT/finetune`` reads
    clips as the demo did.
+
+``modalities=("audio", "video", "text")`` (``zorro demo --modalities audio,video,text``) is
+the tri-modal demo: each clip's caption (the ``text`` column of the AV-digits manifests, a
+sentence naming the digit; the test split's templates are never seen in training) is a
+third modality. The model's table is the demo's audio and video settings plus ``{"kind":
+"text"}``; the training shards store the captions (``text.txt`` members); pre-training
+contrasts every pair of the three, and the table reports retrieval in all six directions
+and the fine-tuned model's top-1 given each modality alone (:data:`TRIMODAL_SETTINGS`
+changes a few settings for it).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from zorro.data import ClipDataset, LabelVocab, ShardDataset, collate_clips, rea
 from zorro.data.prepare import PrepareSettings, prepare_shards
 from zorro.evaluate import centroid_probe
 from zorro.model import ZorroConfig, build_audio_frontend
+from zorro.modalities import AUDIO_OPTIONS, VIDEO_OPTIONS
 from zorro.demo import build_avdigits
 from zorro.train import CachedClips, Trainer, TrainConfig
 
@@ -90,6 +101,14 @@ DEMO_SETTINGS: dict[str, Any] = {
     "precision": "fp32",
 }
 
+#: Changes of :data:`DEMO_SETTINGS` for the tri-modal demo (``--modalities audio,video,text``).
+TRIMODAL_SETTINGS: dict[str, Any] = {
+    "text_max_length": 64,  # byte-tokenizer ids per caption (bos and eos included); the longest caption is ~45
+}
+
+#: The modalities the demo can train on (``--modalities``), in the model's order.
+DEMO_MODALITIES = ("audio", "video", "text")
+
 QUICK_SETTINGS: dict[str, Any] = {
     "data": {"num_train": 60, "num_test": 30},
     "model": {"depth": 1, "dim": 64, "dim_head": 16},
@@ -117,19 +136,29 @@ def _clip_settings(d: dict[str, Any]) -> dict[str, Any]:
             "sample_rate": SAMPLE_RATE, "train_crop": "centre"}
 
 
+def _extra(s: dict[str, Any]) -> dict[str, Any]:
+    """The dataset arguments of the demo's extra modalities (text): none for audio-video."""
+    if "text" not in s.get("modalities", ()):
+        return {}
+    return {"extra_modalities": {"text": "text"}, "text_max_length": s.get("text_max_length")}
+
+
 def _test_set(data_dir: Path, s: dict[str, Any], vocab: LabelVocab) -> CachedClips:
     """The test split decoded from ``test.csv`` through the media pipeline, once, exactly as
     ``zorro evaluate RUN --manifest test.csv`` reads it (so its metrics reproduce the demo's)."""
     c = _clip_settings(s["data"])
-    raw = ClipDataset(read_manifest(data_dir / "test.csv"), vocab=vocab, train=False, duration=c["duration"], num_frames=c["num_frames"],
-                      image_size=c["image_size"], sample_rate=c["sample_rate"])
+    extra = _extra(s)
+    raw = ClipDataset(read_manifest(data_dir / "test.csv", modalities=extra.get("extra_modalities")), vocab=vocab, train=False,
+                      duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"], sample_rate=c["sample_rate"], **extra)
     return CachedClips(raw, num_workers=s["num_workers"])
 
 
 def _datasets(data_dir: Path, s: dict[str, Any]) -> tuple[CachedClips, CachedClips, Any]:
     c = _clip_settings(s["data"])
-    common = dict(duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"], sample_rate=c["sample_rate"], train=False)
-    train_raw = ClipDataset(read_manifest(data_dir / "train.csv"), **common)
+    extra = _extra(s)
+    common = dict(duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"], sample_rate=c["sample_rate"], train=False,
+                  **extra)
+    train_raw = ClipDataset(read_manifest(data_dir / "train.csv", modalities=extra.get("extra_modalities")), **common)
     train = CachedClips(train_raw, num_workers=s["num_workers"])
     return train, _test_set(data_dir, s, train_raw.vocab), train_raw.vocab
 
@@ -163,15 +192,17 @@ def _shard_datasets(data_dir: Path, s: dict[str, Any], build_info: dict[str, Any
     the clip settings, so a rebuilt data set or other settings get new shards) and open it;
     the test split is decoded from its manifest (:func:`_test_set`)."""
     c = _clip_settings(s["data"])
-    tag = hashlib.sha256(json.dumps([build_info, c["duration"], c["num_frames"], c["image_size"]], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    extra = _extra(s)
+    key = [build_info, c["duration"], c["num_frames"], c["image_size"]] + ([sorted(extra["extra_modalities"])] if extra else [])
+    tag = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     folder = data_dir / f"shards-{tag}"
     settings = PrepareSettings(window="centre", duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"],
-                               store_size=c["image_size"], sample_rate=c["sample_rate"])
-    entries = read_manifest(data_dir / "train.csv")
+                               store_size=c["image_size"], sample_rate=c["sample_rate"], modalities=extra.get("extra_modalities", ()))
+    entries = read_manifest(data_dir / "train.csv", modalities=extra.get("extra_modalities"))
     vocab = LabelVocab.from_labels(e.labels for e in entries)
     prepare_shards(entries, folder / "train", labels=vocab.names, settings=settings, workers=s["num_workers"])
     train = ShardDataset(folder / "train", train=False, duration=c["duration"], num_frames=c["num_frames"], image_size=c["image_size"],
-                         sample_rate=c["sample_rate"])
+                         sample_rate=c["sample_rate"], **extra)
     return train, _test_set(data_dir, s, vocab), vocab
 
 
@@ -192,18 +223,58 @@ def _audio_features(dataset: ShardDataset, frontend: AudioFrontend, num_workers:
     return out
 
 
-def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_modalities(modalities: Any) -> tuple[str, ...]:
+    """The demo's modalities in the model's order: ``("audio", "video")`` or ``("audio",
+    "video", "text")`` (a comma-separated string or a sequence of names). Raises ValueError
+    for anything else."""
+    names = [m.strip() for m in modalities.split(",")] if isinstance(modalities, str) else [str(m) for m in modalities]
+    unknown = [m for m in names if m not in DEMO_MODALITIES]
+    if unknown or len(set(names)) != len(names) or not {"audio", "video"} <= set(names):
+        raise ValueError(f"the demo's modalities are audio,video (the default) or audio,video,text; got {','.join(names)!r}")
+    return tuple(m for m in DEMO_MODALITIES if m in names)
+
+
+def _model_arch(s: dict[str, Any], mean: float, std: float) -> dict[str, Any]:
+    """The model's constructor options: the demo's flat audio-video settings, or with text a
+    modality table built from them (audio and video specs as the flat settings give them,
+    plus ``{"kind": "text"}``), return tokens one per modality, fusion and global."""
+    flat = {**s["model"], "audio_mean": mean, "audio_std": std}
+    if "text" not in s.get("modalities", ()):
+        return flat
+    specs = ZorroConfig(**flat).modality_specs()
+    specs["text"] = {"kind": "text"}
+    per_modality = {f.name for f in fields(ZorroConfig) if f.name in AUDIO_OPTIONS or f.name in VIDEO_OPTIONS}
+    arch = {k: v for k, v in flat.items() if k not in per_modality}
+    arch["modalities"] = specs
+    arch["return_token_types"] = [*specs, "fusion", "global"]
+    # as the saved config.json spells them, so the fine-tuning run (init_from) reads the same settings
+    arch["return_token_types"] = ZorroConfig(**arch).to_dict()["return_token_types"]
+    return arch
+
+
+def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overrides: dict[str, Any] | None = None,
+             modalities: Any = ("audio", "video")) -> dict[str, Any]:
     """Run the whole demo; returns the content written to ``out_dir/metrics.json``.
 
     Args:
         out_dir: run folder (``pretrain/`` and ``finetune/`` runs are written inside).
         data_dir: AV-digits cache folder (built on first use).
         quick: a tiny smoke configuration (used by the tests), not the real demo.
-        config_overrides: nested overrides of :data:`DEMO_SETTINGS`.
+        config_overrides: nested overrides of :data:`DEMO_SETTINGS` (applied after
+            :data:`TRIMODAL_SETTINGS` for the tri-modal demo).
+        modalities: ``("audio", "video")`` (the demo) or ``("audio", "video", "text")`` (the
+            tri-modal demo; see the module docstring); a comma-separated string works too.
     """
     t0 = time.perf_counter()
-    s = _merge(DEMO_SETTINGS, QUICK_SETTINGS) if quick else dict(DEMO_SETTINGS)
+    names = check_modalities(modalities)
+    s = dict(DEMO_SETTINGS)
+    if "text" in names:
+        s = _merge(s, TRIMODAL_SETTINGS)
+    if quick:
+        s = _merge(s, QUICK_SETTINGS)
     s = _merge(s, config_overrides or {})
+    if "text" in names:
+        s["modalities"] = list(names)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -238,7 +309,7 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         unreadable = train_set.num_skipped + test_set.num_skipped
         train_source = {"train_manifest": str((data_dir / "train.csv").resolve())}
         workers = 0
-    model_kwargs = {**s["model"], "audio_mean": mean, "audio_std": std}
+    model_kwargs = _model_arch(s, mean, std)
     timings["decode"] = time.perf_counter() - t
     logger.info("decoded %d train / %d test clips (%d unreadable); fbank mean %.3f std %.3f", len(train_set), len(test_set), unreadable, mean, std)
 
@@ -247,7 +318,8 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
         # (zorro evaluate / embed read the clips back exactly this way).
         common = {"task": task, "model": {"arch": model_kwargs, "precision": s["precision"], **model},
                   "data": {"num_workers": workers, "eval_batch_size": 128, **_clip_settings(d), **train_source,
-                           "eval_manifest": str((data_dir / "test.csv").resolve())},
+                           "eval_manifest": str((data_dir / "test.csv").resolve()),
+                           **({"text_max_length": s.get("text_max_length")} if "text" in names else {})},
                   "run": {"out_dir": str(out_dir / stage), "seed": d["seed"], "resume": False, "log_every": 5}}
         return TrainConfig.from_dict(_merge(common, s[stage]))
 
@@ -275,10 +347,14 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
     def top1(entry: dict[str, Any]) -> dict[str, float]:
         return {"top1": entry["top1"], **({"top5": entry["top5"]} if "top5" in entry else {})}
 
+    outputs = ("audio", "video", "fusion", "global", "average", "audio_only", "video_only")
+    if "text" in names:
+        outputs = (*names, "fusion", "global", "average", *(f"{m}_only" for m in names))
     metrics = {
         "wall_seconds": time.perf_counter() - t0,
         "timings_seconds": timings,
-        "test": {name: top1(results[name]) for name in ("audio", "video", "fusion", "global", "average", "audio_only", "video_only") if name in results},
+        **({"modalities": list(names)} if "text" in names else {}),
+        "test": {name: top1(results[name]) for name in outputs if name in results},
         "retrieval": retrieval,
         "pretrain_probe_top1": probe_acc,
         "data": {"train_clips": len(train_set), "test_clips": len(test_set), "unreadable": unreadable, "shards": bool(d.get("shards", True)),
@@ -298,7 +374,9 @@ def run_demo(*, out_dir: Path, data_dir: Path, quick: bool = False, config_overr
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """A short plain-text table of the demo's results."""
+    """A short plain-text table of the demo's results (the tri-modal demo's: :func:`format_trimodal_table`)."""
+    if metrics.get("modalities"):
+        return format_trimodal_table(metrics)
     rows = [("output", "inputs", "test top-1")]
     for name, inputs in (("audio", "audio+video"), ("video", "audio+video"), ("fusion", "audio+video"), ("global", "audio+video"),
                          ("average", "audio+video"), ("audio_only", "audio"), ("video_only", "video")):
@@ -307,6 +385,35 @@ def format_table(metrics: dict[str, Any]) -> str:
     r = metrics["retrieval"]
     lines = [f"{a:<12}{b:<14}{c:>10}" for a, b, c in rows]
     lines.append(f"retrieval (pre-training only, class-level): a2v R@1 {r.get('a2v_r1', float('nan')):.3f}   v2a R@1 {r.get('v2a_r1', float('nan')):.3f}")
+    if "pretrain_probe_top1" in metrics:
+        probe = "  ".join(f"{k} {v:.3f}" for k, v in metrics["pretrain_probe_top1"].items())
+        lines.append(f"pre-trained outputs, nearest-class-centroid top-1: {probe}")
+    lines.append(f"wall time: {metrics['wall_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def format_trimodal_table(metrics: dict[str, Any]) -> str:
+    """The tri-modal demo's table: class-level retrieval after pre-training in every direction
+    (R@1 / R@5), then the fine-tuned model's top-1 of each output given every input and of
+    each modality given alone."""
+    names = metrics["modalities"]
+    r = metrics["retrieval"]
+    nan = float("nan")
+    lines = ["retrieval after pre-training alone (class-level, test split)", f"{'query -> gallery':<20}{'R@1':>8}{'R@5':>8}"]
+    for q in names:
+        for g in names:
+            if q != g:
+                key = f"{q[0]}2{g[0]}"
+                lines.append(f"{q + ' -> ' + g:<20}{r.get(key + '_r1', nan):>8.3f}{r.get(key + '_r5', nan):>8.3f}")
+    lines.append("")
+    lines.append(f"{'fine-tuned output':<20}{'inputs':<18}{'test top-1':>10}")
+    test = metrics["test"]
+    for name in (*names, "fusion", "global", "average"):
+        if name in test:
+            lines.append(f"{name:<20}{'+'.join(names):<18}{test[name]['top1']:>10.3f}")
+    for m in names:
+        if f"{m}_only" in test:
+            lines.append(f"{m + '_only':<20}{m:<18}{test[m + '_only']['top1']:>10.3f}")
     if "pretrain_probe_top1" in metrics:
         probe = "  ".join(f"{k} {v:.3f}" for k, v in metrics["pretrain_probe_top1"].items())
         lines.append(f"pre-trained outputs, nearest-class-centroid top-1: {probe}")

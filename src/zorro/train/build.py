@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from zorro.data import ClipDataset, LabelVocab, ShardDataset
+from zorro.data.modalities import extra_from_table
 from zorro.model import Zorro
 from zorro.model_config import audio_sample_rate
 from zorro.tasks import ZorroClassifier, ZorroPretrainer
@@ -18,7 +19,8 @@ from zorro.train.objectives import ContrastiveObjective, SupervisedObjective, bu
 if TYPE_CHECKING:
     from zorro.train.config import TrainConfig
 
-__all__ = ["build_backbone", "build_dataset", "build_shard_dataset", "build_task", "compile_backbone", "data_sample_rate", "model_sample_rate"]
+__all__ = ["build_backbone", "build_dataset", "build_shard_dataset", "build_task", "compile_backbone", "data_modalities",
+           "data_sample_rate", "model_sample_rate"]
 
 logger = logging.getLogger("zorro.train")
 
@@ -86,6 +88,23 @@ def data_sample_rate(cfg: TrainConfig) -> int:
     return int(cfg.data.sample_rate) if cfg.data.sample_rate is not None else model_sample_rate(cfg)
 
 
+def data_modalities(cfg: TrainConfig) -> dict[str, str]:
+    """The extra modalities the run's datasets return, ``name -> kind``: the ``text`` and
+    ``sequence`` modalities of the model's table (``model.arch.modalities``, or that of the
+    ``model.init_from`` folder); ``{}`` for an audio-video model. Raises ValueError for a
+    modality of another kind (manifests and shards hold text and sequences only)."""
+    if cfg.model.init_from:
+        from zorro.hub import read_config
+
+        table = read_config(_pretrained_folder(cfg.model.init_from)).modality_specs()
+    else:
+        table = cfg.model.arch.get("modalities") or {}
+    try:
+        return extra_from_table(table)
+    except ValueError as err:
+        raise ValueError(f"the model's modalities cannot all be read from manifests or shards: {err}") from None
+
+
 def _pretrained_folder(path: str) -> Path:
     """A ``from_pretrained`` folder, or the ``model/`` folder inside a run folder."""
     src = Path(path)
@@ -95,7 +114,9 @@ def _pretrained_folder(path: str) -> Path:
 def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelVocab | None) -> ClipDataset:
     """A :class:`~zorro.data.ClipDataset` over ``manifest`` with the config's clip settings
     (``cfg.data``: geometry, sample rate, crops, normalisation) and seed (``cfg.run.seed``).
-    ``train=True`` draws random windows and crops unless ``data.train_crop`` is ``"centre"``."""
+    ``train=True`` draws random windows and crops unless ``data.train_crop`` is ``"centre"``.
+    The model's text and sequence modalities (:func:`data_modalities`) are read from the
+    manifest's columns of those names."""
     d = cfg.data
     return ClipDataset.from_manifest(
         manifest,
@@ -118,6 +139,8 @@ def build_dataset(cfg: TrainConfig, manifest: str, *, train: bool, vocab: LabelV
         seek_mode=d.seek_mode,
         fast_decode=d.fast_decode,
         decode_time_limit=d.decode_time_limit,
+        extra_modalities=data_modalities(cfg),
+        text_max_length=d.text_max_length,
     )
 
 
@@ -127,7 +150,9 @@ def build_shard_dataset(cfg: TrainConfig, folder: str, *, train: bool, vocab: La
     rate must be the stored one) and seed. Training sets hand uint8 frames to the trainer,
     which normalises them on its device; evaluation sets return normalised float32 frames
     (as :class:`~zorro.data.ClipDataset` does). Labels come from the folder's
-    ``dataset.json`` (mapped into ``vocab`` when given)."""
+    ``dataset.json`` (mapped into ``vocab`` when given). The model's text and sequence
+    modalities (:func:`data_modalities`) are read from the samples' ``<name>.txt`` /
+    ``<name>.npy`` members."""
     d = cfg.data
     if not train and d.eval_clips != 1:
         raise ValueError(f"data.eval_clips={d.eval_clips} applies to manifests; prepared shards hold the windows chosen when they were prepared (one item each)")
@@ -146,6 +171,8 @@ def build_shard_dataset(cfg: TrainConfig, folder: str, *, train: bool, vocab: La
         hflip_prob=d.hflip_prob,
         seed=cfg.run.seed,
         video_dtype="uint8" if train else "float32",
+        extra_modalities=data_modalities(cfg),
+        text_max_length=d.text_max_length,
     )
     if dataset.multi_label != d.multi_label:
         raise ValueError(f"{folder} holds {'multi' if dataset.multi_label else 'single'}-label samples but data.multi_label is {d.multi_label}")

@@ -182,6 +182,7 @@ class DataSection(_Section):
     seek_mode: str = "exact"  # "exact" frames, or "keyframe" (approximate, much faster on long files)
     fast_decode: bool = False  # skip h264 deblocking (small pixel error, faster)
     decode_time_limit: float | None = 60.0  # s one clip may spend decoding; past it the clip is skipped and counted (None: no limit)
+    text_max_length: int | None = None  # longest text modality input in byte-tokenizer ids, bos and eos included (longer texts are cut); None: no limit
     cache_decoded: bool = False  # decode every clip once and keep it in memory (small data)
     num_workers: int = 2  # DataLoader worker processes
     batch_size: int = 32  # clips per process, per micro-batch
@@ -207,6 +208,9 @@ class DataSection(_Section):
             raise ValueError(f"data.duration must be > 0 (seconds), got {self.duration!r}")
         if self.sample_rate is not None:
             self._check_positive_ints("sample_rate")
+        if self.text_max_length is not None and (isinstance(self.text_max_length, bool) or not isinstance(self.text_max_length, int)
+                                                 or self.text_max_length < 3):
+            raise ValueError(f"data.text_max_length must be an int >= 3 (room for bos and eos) or null, got {self.text_max_length!r}")
         if self.train_crop == "center":  # the spelling zorro prepare's window also accepts
             self.train_crop = "centre"
         if self.train_crop not in TRAIN_CROPS:

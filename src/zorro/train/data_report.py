@@ -46,6 +46,7 @@ class DataReport:
         self.real_samples = 0
         self.shortest = math.inf  # fewest real samples of a clip with audio
         self.longest = 0
+        self.with_extra: dict[str, int] = {}  # clips with each further modality (text, sequences), by name
 
     def update(self, batch: dict[str, Any]) -> None:
         """Count one batch (``collate_clips`` output; ``audio_valid_samples`` absent = all real)."""
@@ -54,6 +55,9 @@ class DataReport:
         has_audio = batch["has_audio"]
         self.with_audio += int(has_audio.sum())
         self.with_video += int(batch["has_video"].sum())
+        for key, flags in batch.items():
+            if key.startswith("has_") and key not in ("has_audio", "has_video") and isinstance(flags, torch.Tensor):
+                self.with_extra[key[4:]] = self.with_extra.get(key[4:], 0) + int(flags.sum())
         audio = batch.get("audio")
         if audio is None or not bool(has_audio.any()):
             return
@@ -92,6 +96,11 @@ class DataReport:
             int(v) for v in sums.tolist())
         self.shortest = int(low.item()) if low.item() < 2.0**62 else math.inf
         self.longest = int(high.item())
+        if self.with_extra:  # every process reads the same modalities (the run's model asks for them)
+            names = sorted(self.with_extra)
+            extra = torch.tensor([self.with_extra[n] for n in names], dtype=torch.float64, device=device)
+            dist.all_reduce(extra)
+            self.with_extra = {n: int(v) for n, v in zip(names, extra.tolist())}
 
     @property
     def padding_share(self) -> float:
@@ -101,7 +110,8 @@ class DataReport:
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts: ``clips``, ``with_audio``, ``with_video``, ``padded_clips``,
         ``audio_padding_share`` (fraction), and the real audio per clip in seconds
-        (``shortest_audio_s``, ``longest_audio_s``, ``mean_audio_s``; None without audio or rate)."""
+        (``shortest_audio_s``, ``longest_audio_s``, ``mean_audio_s``; None without audio or rate),
+        and ``with_<name>`` for each further modality the batches described (text, ...)."""
         rate = self.sample_rate
         seconds = (lambda s: round(s / rate, 4)) if (rate and self.with_audio) else (lambda s: None)
         return {
@@ -114,12 +124,14 @@ class DataReport:
             "shortest_audio_s": seconds(self.shortest) if math.isfinite(self.shortest) else None,
             "longest_audio_s": seconds(self.longest),
             "mean_audio_s": seconds(self.real_samples / self.with_audio) if self.with_audio else None,
+            **{f"with_{name}": count for name, count in self.with_extra.items()},
         }
 
     def message(self) -> str:
         """The one line that explains the split's clips (what :meth:`log` writes)."""
         s = self.summary()
         head = f"{self.split} data: {s['clips']} clips, {s['with_audio']} with audio, {s['with_video']} with video"
+        head += "".join(f", {count} with {name}" for name, count in self.with_extra.items())
         if not self.padded_clips:
             return head + ("; no audio padding" if self.with_audio else "")
         window = f"the {self.duration:g} s window" if self.duration else "the window"

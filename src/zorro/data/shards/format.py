@@ -76,6 +76,10 @@ part; no dots):
 * ``KEY.000.jpg``, ``KEY.001.jpg``, ...: ``num_frames`` baseline RGB JPEGs, frame ``i`` shows
   time ``start + (i + 0.5) * (end - start) / num_frames``; the short side is the ``store_size``
   setting, the aspect ratio is the source's. Absent without video.
+* ``KEY.<name>.txt`` / ``KEY.<name>.npy``: the extra modalities of the ``modalities`` setting
+  (recorded in ``dataset.json``'s ``settings`` only when set): a ``text`` modality's string
+  (UTF-8), a ``sequence`` modality's ``(T, D)`` float32 array in NumPy's ``.npy`` format (see
+  :mod:`zorro.data.modalities`). Absent when the source has no value for it.
 
 The WebDataset convention splits a member name at the first dot, so ``webdataset`` sees the
 suffixes ``json``, ``wav``/``flac`` and ``000.jpg``, ... -- the same strings as the

@@ -12,6 +12,10 @@ number of shard files open), decodes only the frames the clip uses, and returns 
      "index": int, "path": str (source file), "start": float (s), "padded": bool,
      "audio_valid_samples": int (samples of real audio; the rest is zero padding)}
 
+plus ``<name>`` and ``has_<name>`` for each extra modality asked for (``extra_modalities``):
+text ids ``(L,)`` int64 from the ``<name>.txt`` member, a ``(T, D)`` float32 sequence from
+``<name>.npy``; None and False for a sample without that member.
+
 With ``video_dtype="uint8"`` the video is ``(3, T, S, S)`` uint8 RGB instead, left for the
 trainer to normalise on its device (:func:`normalize_uint8_video`): a quarter of the bytes
 to move between processes and no float pass in the loader.
@@ -47,8 +51,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from zorro.data.datasets import LabelVocab, Skipped
+from zorro.data.modalities import check_extra, decode_sequence, member_suffix
 from zorro.data.shards.format import AUDIO_SUFFIXES, DATASET_JSON, decode_audio, is_frame_suffix, read_dataset_json
 from zorro.data.transforms import CROP_RATIO, CROP_SCALE, HFLIP_PROB, IMAGENET_MEAN, IMAGENET_STD, CropBox, VideoTransform
+from zorro.tokenizer import ByteTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +129,10 @@ def _jpeg_decoder(name: str) -> tuple[Callable[[bytes], tuple[int, int]], Callab
 class _OpenShard:
     """One shard in one process: its index, held compactly, and its file descriptor.
 
-    The index is kept as one ``(samples, members, 2)`` int64 array of (offset, size) when
-    every sample has the same members (the usual case), plus the keys: ~20 bytes a member
-    instead of a dict per sample, so a worker can hold the indexes of millions of samples.
+    The index is kept as one ``(samples, members, 2)`` int64 array of (offset, size) over
+    the union of the samples' member suffixes (offset -1 where a sample lacks one: a clip
+    without video, a caption, ...), plus the keys: ~20 bytes a member instead of a dict per
+    sample, so a worker can hold the indexes of millions of samples.
     The descriptor is opened on demand and may be closed again (:meth:`close`) to bound the
     number of open files; reopening checks the file is the same size.
     """
@@ -148,16 +155,21 @@ class _OpenShard:
             logger.warning("%s lists %d samples, dataset.json says %d; the missing ones are skipped", index_path, len(samples), expected)
         self.keys: list[str] = []
         self.suffixes: tuple[str, ...] = ()
-        self.spans: np.ndarray | None = None  # (samples, members, 2) int64 when uniform
-        self.entries: list[Any] = []  # otherwise the raw entries
+        self.spans: np.ndarray | None = None  # (samples, members, 2) int64; offset -1: absent member
+        self.entries: list[Any] = []  # the raw entries, when they are malformed
         try:
             self.keys = [str(e["key"]) for e in samples]
             first = tuple(samples[0]["members"]) if samples else ()
             if samples and all(tuple(e["members"]) == first for e in samples):
                 self.suffixes = tuple(str(x) for x in first)
                 self.spans = np.array([[e["members"][x] for x in first] for e in samples], dtype=np.int64).reshape(len(samples), len(first), 2)
-            else:
-                self.entries = samples
+            elif samples:
+                self.suffixes = tuple(dict.fromkeys(str(x) for e in samples for x in e["members"]))
+                column = {x: j for j, x in enumerate(self.suffixes)}
+                self.spans = np.full((len(samples), len(self.suffixes), 2), -1, dtype=np.int64)
+                for i, e in enumerate(samples):
+                    for x, span in e["members"].items():
+                        self.spans[i, column[str(x)]] = span
         except (KeyError, TypeError, ValueError, IndexError):
             self.keys = [str(e.get("key", i)) if isinstance(e, dict) else str(i) for i, e in enumerate(samples)]
             self.spans, self.entries = None, samples  # malformed entries fail when read
@@ -177,7 +189,7 @@ class _OpenShard:
     def _spans(self, local: int) -> dict[str, tuple[int, int]]:
         if self.spans is not None:
             row = self.spans[local].tolist()
-            return {x: (off, size) for x, (off, size) in zip(self.suffixes, row)}
+            return {x: (off, size) for x, (off, size) in zip(self.suffixes, row) if off >= 0}
         entry = self.entries[local]
         return {str(x): (int(v[0]), int(v[1])) for x, v in entry["members"].items()}
 
@@ -260,6 +272,12 @@ class ShardDataset(Dataset):
             ``"pillow"``.
         max_open_files: shard files one process keeps open at once (least recently used
             ones are closed; their indexes stay loaded).
+        extra_modalities: the extra modalities to return, ``name -> kind`` (``"text"``,
+            ``"sequence"``; see :func:`zorro.data.modalities.check_extra`), read from the
+            samples' ``<name>.txt`` / ``<name>.npy`` members (``zorro prepare --modality``);
+            a sample without the member gives None and ``has_<name>`` False.
+        text_max_length: longest text in token ids (bos and eos included; longer texts are
+            cut), None: no limit.
 
     Attributes:
         info: the contents of ``dataset.json``.
@@ -289,6 +307,8 @@ class ShardDataset(Dataset):
         video_dtype: str = "float32",
         jpeg_decoder: str = "auto",
         max_open_files: int = 128,
+        extra_modalities: Any = None,
+        text_max_length: int | None = None,
     ) -> None:
         info = read_dataset_json(root)  # one reader of dataset.json: versions, format and dry runs checked there
         path = Path(root)
@@ -341,6 +361,16 @@ class ShardDataset(Dataset):
         _jpeg_decoder(jpeg_decoder)  # unknown names / missing packages fail here
         self._norm_scale = torch.tensor([1.0 / (255.0 * s) for s in self.std]).view(3, 1, 1, 1)
         self._norm_offset = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1, 1)
+        self.extra_modalities = check_extra(extra_modalities)
+        self.tokenizer = ByteTokenizer(text_max_length)
+        self.text_max_length = text_max_length
+        stored = dict((info.get("settings") or {}).get("modalities") or {})
+        for name, kind in self.extra_modalities.items():
+            if name in stored and stored[name] != kind:
+                raise ValueError(f"{meta_path}: {name!r} is stored as a {stored[name]} modality, the dataset was asked for {kind}")
+            if name not in stored:
+                logger.warning("%s was prepared without the %r modality (zorro prepare --modality %s=%s): no sample has it", meta_path,
+                               name, name, kind)
         self.epoch = 0
         self.num_skipped = 0
         self.num_read = 0
@@ -525,6 +555,20 @@ class ShardDataset(Dataset):
         video = None
         if want_video:
             video = self._frames(where, key, members, frame_suffixes, offset, clip_len, stored_len, rng)
+        extra: dict[str, Any] = {}
+        for name, kind in self.extra_modalities.items():
+            suffix = member_suffix(name, kind)
+            value = None
+            if suffix in members:
+                try:
+                    if kind == "text":
+                        value = self.tokenizer.encode(bytes(members[suffix]).decode("utf-8"))
+                    else:
+                        value = torch.from_numpy(decode_sequence(bytes(members[suffix])))
+                except ValueError as exc:  # UnicodeDecodeError included
+                    raise _Damaged(where, f"unreadable {kind} member {key}.{suffix} ({exc})") from None
+            extra[name] = value
+            extra[f"has_{name}"] = value is not None
         return {
             "audio": audio,
             "video": video,
@@ -534,6 +578,7 @@ class ShardDataset(Dataset):
             "start": start + offset,
             "padded": padded,
             "audio_valid_samples": valid if audio is not None else 0,
+            **extra,
         }
 
     def _frames(self, where: str, key: str, members: dict[str, memoryview], suffixes: list[str], offset: float,

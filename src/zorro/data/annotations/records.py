@@ -15,8 +15,10 @@ sink instead of keeping them, so memory does not grow with the rows of the file.
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 __all__ = ["Segment", "SegmentRow", "segment_meta", "Dropped", "DroppedRows", "ParseResult", "AnnotationReader",
@@ -221,6 +223,34 @@ class AnnotationReader:
 
     def _rows(self) -> Iterator[SegmentRow]:
         raise NotImplementedError
+
+    def _headed_csv_rows(self, path: Path, header: tuple[str, ...], dataset: str,
+                         file_kind: str = "meta file") -> Iterator[tuple[int, list[str]]]:
+        """The data rows of a CSV file that must start with ``header``: ``(line, stripped
+        fields)`` of every non-blank row with ``len(header)`` fields, counted in :attr:`rows`;
+        rows of another width go to :attr:`dropped` as ``"malformed row"``.
+
+        Raises:
+            FileNotFoundError: ``path`` is not a file.
+            ValueError: the first row is not ``header``.
+        (``dataset`` and ``file_kind`` name the file in the messages, e.g. "ESC-50 meta file".)
+        """
+        if not path.is_file():
+            raise FileNotFoundError(f"{dataset} {file_kind} {path} does not exist")
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            first = next(reader, None)
+            if first is None or tuple(h.strip() for h in first) != header:
+                raise ValueError(f"{path}: expected the {dataset} header {','.join(header)!r}, got {first!r}")
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                self.rows += 1
+                if len(row) != len(header):
+                    self.dropped(path, line, "malformed row", f"expected {len(header)} fields, got {len(row)}: {row!r}")
+                    continue
+                yield line, [c.strip() for c in row]
 
     def __iter__(self) -> Iterator[SegmentRow]:
         """One pass over the files: the usable rows in file order (duplicates included: the

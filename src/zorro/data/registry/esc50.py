@@ -14,7 +14,6 @@ standard deviation over the folds (``zorro cv``).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -66,55 +65,41 @@ class ESC50(AnnotationReader):
 
     def _rows(self) -> Iterator[SegmentRow]:
         path, dropped, source = self.path, self.dropped, str(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ESC-50 meta file {path} does not exist")
         name_of: dict[int, str] = {}
         target_of: dict[str, int] = {}
         esc10_targets: set[int] = set()
         usable = 0
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or tuple(h.strip() for h in header) != ESC50_HEADER:
-                raise ValueError(f"{path}: expected the ESC-50 header {','.join(ESC50_HEADER)!r}, got {header!r}")
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                self.rows += 1
-                if len(row) != len(ESC50_HEADER):
-                    dropped(path, line, "malformed row", f"expected {len(ESC50_HEADER)} fields, got {len(row)}: {row!r}")
-                    continue
-                filename, raw_fold, raw_target, category, raw_esc10, src_file, take = (c.strip() for c in row)
-                try:
-                    fold, target = int(raw_fold), int(raw_target)
-                except ValueError:
-                    dropped(path, line, "malformed row", f"fold and target must be integers, got {raw_fold!r}, {raw_target!r}")
-                    continue
-                if fold not in ESC50_FOLDS or target < 0 or not filename or not category:
-                    dropped(path, line, "malformed row", f"need a file name, a category, fold in 1..5 and target >= 0, got {row!r}")
-                    continue
-                if raw_esc10 not in ("True", "False"):
-                    dropped(path, line, "malformed row", f"esc10 must be True or False, got {raw_esc10!r}")
-                    continue
-                known_name, known_target = name_of.setdefault(target, category), target_of.setdefault(category, target)
-                if known_name != category or known_target != target:
-                    raise ValueError(
-                        f"{path}:{line}: target {target} / category {category!r} contradicts earlier rows "
-                        f"(target {target} is {known_name!r}, {category!r} is target {known_target})"
-                    )
-                usable += 1
-                is_esc10 = raw_esc10 == "True"
-                if is_esc10:
-                    esc10_targets.add(target)
-                if self.esc10 and not is_esc10:
-                    self.filtered["not in ESC-10"] += 1
-                    continue
-                if self.folds is not None and fold not in self.folds:
-                    self.filtered["fold not selected"] += 1
-                    continue
-                yield SegmentRow(filename, (category,), fold=fold, filename=filename, source=source, line=line,
-                                 extra={"target": target, "esc10": is_esc10, "src_file": src_file, "take": take})
+        for line, row in self._headed_csv_rows(path, ESC50_HEADER, "ESC-50", "meta file"):
+            filename, raw_fold, raw_target, category, raw_esc10, src_file, take = row
+            try:
+                fold, target = int(raw_fold), int(raw_target)
+            except ValueError:
+                dropped(path, line, "malformed row", f"fold and target must be integers, got {raw_fold!r}, {raw_target!r}")
+                continue
+            if fold not in ESC50_FOLDS or target < 0 or not filename or not category:
+                dropped(path, line, "malformed row", f"need a file name, a category, fold in 1..5 and target >= 0, got {row!r}")
+                continue
+            if raw_esc10 not in ("True", "False"):
+                dropped(path, line, "malformed row", f"esc10 must be True or False, got {raw_esc10!r}")
+                continue
+            known_name, known_target = name_of.setdefault(target, category), target_of.setdefault(category, target)
+            if known_name != category or known_target != target:
+                raise ValueError(
+                    f"{path}:{line}: target {target} / category {category!r} contradicts earlier rows "
+                    f"(target {target} is {known_name!r}, {category!r} is target {known_target})"
+                )
+            usable += 1
+            is_esc10 = raw_esc10 == "True"
+            if is_esc10:
+                esc10_targets.add(target)
+            if self.esc10 and not is_esc10:
+                self.filtered["not in ESC-10"] += 1
+                continue
+            if self.folds is not None and fold not in self.folds:
+                self.filtered["fold not selected"] += 1
+                continue
+            yield SegmentRow(filename, (category,), fold=fold, filename=filename, source=source, line=line,
+                             extra={"target": target, "esc10": is_esc10, "src_file": src_file, "take": take})
         if not usable:
             raise ValueError(f"{path}: no usable row")
         if self.esc10:

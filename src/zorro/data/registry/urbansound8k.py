@@ -20,7 +20,6 @@ ten folds (``zorro cv``).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -68,49 +67,35 @@ class UrbanSound8K(AnnotationReader):
 
     def _rows(self) -> Iterator[SegmentRow]:
         path, dropped, source = self.path, self.dropped, str(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"UrbanSound8K metadata file {path} does not exist")
         name_of: dict[int, str] = {}
         id_of: dict[str, int] = {}
         usable = 0
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or tuple(h.strip() for h in header) != URBANSOUND8K_HEADER:
-                raise ValueError(f"{path}: expected the UrbanSound8K header {','.join(URBANSOUND8K_HEADER)!r}, got {header!r}")
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                self.rows += 1
-                if len(row) != len(URBANSOUND8K_HEADER):
-                    dropped(path, line, "malformed row", f"expected {len(URBANSOUND8K_HEADER)} fields, got {len(row)}: {row!r}")
-                    continue
-                filename, fs_id, raw_start, raw_end, raw_salience, raw_fold, raw_class_id, name = (c.strip() for c in row)
-                try:
-                    fold, class_id, salience = int(raw_fold), int(raw_class_id), int(raw_salience)
-                    fs_start, fs_end = float(raw_start), float(raw_end)
-                except ValueError:
-                    dropped(path, line, "malformed row",
-                            f"fold, classID and salience must be integers and start/end numbers, got {row!r}")
-                    continue
-                if fold not in URBANSOUND8K_FOLDS or class_id < 0 or not filename or not name or not fs_start < fs_end:
-                    dropped(path, line, "malformed row",
-                            f"need a file name, a class, fold in 1..10, classID >= 0 and start < end, got {row!r}")
-                    continue
-                known_name, known_id = name_of.setdefault(class_id, name), id_of.setdefault(name, class_id)
-                if known_name != name or known_id != class_id:
-                    raise ValueError(
-                        f"{path}:{line}: classID {class_id} / class {name!r} contradicts earlier rows "
-                        f"(classID {class_id} is {known_name!r}, {name!r} is classID {known_id})"
-                    )
-                usable += 1
-                if self.folds is not None and fold not in self.folds:
-                    self.filtered["fold not selected"] += 1
-                    continue
-                yield SegmentRow(filename, (name,), fold=fold, filename=filename, source=source, line=line,
-                                 extra={"fsID": fs_id, "classID": class_id, "salience": salience,
-                                        "freesound_start": fs_start, "freesound_end": fs_end})
+        for line, row in self._headed_csv_rows(path, URBANSOUND8K_HEADER, "UrbanSound8K", "metadata file"):
+            filename, fs_id, raw_start, raw_end, raw_salience, raw_fold, raw_class_id, name = row
+            try:
+                fold, class_id, salience = int(raw_fold), int(raw_class_id), int(raw_salience)
+                fs_start, fs_end = float(raw_start), float(raw_end)
+            except ValueError:
+                dropped(path, line, "malformed row",
+                        f"fold, classID and salience must be integers and start/end numbers, got {row!r}")
+                continue
+            if fold not in URBANSOUND8K_FOLDS or class_id < 0 or not filename or not name or not fs_start < fs_end:
+                dropped(path, line, "malformed row",
+                        f"need a file name, a class, fold in 1..10, classID >= 0 and start < end, got {row!r}")
+                continue
+            known_name, known_id = name_of.setdefault(class_id, name), id_of.setdefault(name, class_id)
+            if known_name != name or known_id != class_id:
+                raise ValueError(
+                    f"{path}:{line}: classID {class_id} / class {name!r} contradicts earlier rows "
+                    f"(classID {class_id} is {known_name!r}, {name!r} is classID {known_id})"
+                )
+            usable += 1
+            if self.folds is not None and fold not in self.folds:
+                self.filtered["fold not selected"] += 1
+                continue
+            yield SegmentRow(filename, (name,), fold=fold, filename=filename, source=source, line=line,
+                             extra={"fsID": fs_id, "classID": class_id, "salience": salience,
+                                    "freesound_start": fs_start, "freesound_end": fs_end})
         if not usable:
             raise ValueError(f"{path}: no usable row")
         if sorted(name_of) != list(range(len(name_of))):

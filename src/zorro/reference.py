@@ -1,4 +1,5 @@
-"""A dense, seed-layout reference of the Zorro function, written from SPEC section 3.
+"""A dense, seed-layout reference of the Zorro function, written from the seed's published
+arithmetic (token layout, attention, pooling).
 
 :class:`DenseZorro` computes what the ``zorro-pytorch`` seed computes, the way the seed
 computes it: every layer builds the full ``(n, n)`` score matrix and removes the forbidden
@@ -9,8 +10,9 @@ dict loads into it strictly. It exists for two jobs:
   masks are independent of :mod:`zorro.masks`;
 * benchmarks: the dense baseline our block-sparse attention is measured against.
 
-``pool_rule="fixed"`` (default) uses the pooling rule of SPEC section 2. ``pool_rule="seed"``
-reproduces the seed's operator-precedence defect, so a test can show the leak it causes.
+``pool_rule="fixed"`` (default) uses Zorro's pooling rule: each modality's return token pools
+only that modality's tokens, the fusion token the fusion tokens, the global token every
+token (see docs/model.md). ``pool_rule="seed"`` reproduces the seed's operator-precedence defect, so a test can show the leak it causes.
 It is not meant for training or for users' models.
 """
 

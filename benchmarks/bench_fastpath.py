@@ -13,9 +13,18 @@ At the top: the CPU model and its bf16 capability (AMX, AVX512-BF16 or emulated,
   :meth:`zorro.Zorro.from_zorro_pytorch` of the same weights, so both compute one function
   (the max abs difference is checked and printed in the JSON);
 * MFU: useful FLOPs (:func:`modelbench.workload.forward_flops`; training counts 3x) per
-  second over a ``torch.mm`` peak measured in this run for the same precision;
+  second over a ``torch.mm`` peak measured in this run for the same precision (before and
+  after the rows; the higher counts, so a busy moment does not lower the peak);
+* the SDPA kernel's own rate on one layer's attention calls (forward, and forward +
+  backward), and for the ``sdpa`` rows a *floor*: the time of the step if the attention FLOPs
+  ran at that rate and every other FLOP at the ``torch.mm`` peak. Where ours is near its
+  floor, only a faster attention kernel makes the step faster;
 * peak memory of one step of ours above what was resident before it (weights, inputs and a
-  warmed-up model: RSS high-water mark reset via ``/proc/self/clear_refs``).
+  warmed-up model: RSS high-water mark reset via ``/proc/self/clear_refs``), measured before
+  the timing while glibc serves every allocation >= 64 KiB with its own mmap (RSS then follows
+  the live tensors). The timing runs after glibc is set back to keeping freed blocks of up to
+  32 MiB in its heap, where its default settles: serving every block by mmap slows both
+  models' steps by ~1.4x through page faults, and the times are meant to be what a user gets.
 
 A combination that cannot run says why in the ``note`` column (e.g. FlexAttention has no
 CPU backward: ``train`` with ``flex`` on CPU).
@@ -43,8 +52,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from modelbench.fastpath import cpu_facts, format_report, precisions_to_run  # noqa: E402
-from modelbench.workload import BATCH, MODEL_KW, SIZES, VIDEO_HW, forward_flops, layout_for  # noqa: E402
+from modelbench.fastpath import best_rates, cpu_facts, floor_s, format_report, precisions_to_run  # noqa: E402
+from modelbench.workload import BATCH, MODEL_KW, SIZES, VIDEO_HW, allowed_pairs, forward_flops, layout_for  # noqa: E402
 
 BACKENDS = ("sdpa", "flex", "eager")
 
@@ -55,6 +64,25 @@ def _rss_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+#: glibc's ``mallopt`` parameter numbers of the trim and mmap thresholds, and the values its
+#: dynamic thresholds rise to (the default allocator's steady state on 64-bit Linux).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HEAP_STEADY_STATE = {_M_MMAP_THRESHOLD: 32 * 1024 * 1024, _M_TRIM_THRESHOLD: 64 * 1024 * 1024}
+
+
+def _malloc_default_steady_state() -> None:
+    """Let glibc keep freed blocks of up to 32 MiB in its heap again (undoes the child's
+    ``MALLOC_MMAP_THRESHOLD_``); nothing where the C library is not glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        for param, value in _HEAP_STEADY_STATE.items():
+            libc.mallopt(param, value)
+    except (OSError, AttributeError):
+        pass
 
 
 def _peak_step_mib(step) -> float | None:
@@ -130,6 +158,9 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
             s()
     out["peak_mib"] = _peak_step_mib(steps["ours"])
     out["seed_peak_mib"] = _peak_step_mib(steps["seed"])
+    _malloc_default_steady_state()
+    for s in steps.values():  # one step each to fill the heap before the timing
+        s()
     times: dict[str, list[float]] = {"seed": [], "ours": []}
     order = ["seed", "ours"]
     for r in range(task["repeats"]):
@@ -141,24 +172,59 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def peak_child(task: dict[str, Any]) -> dict[str, float]:
-    """Best ``torch.mm`` TFLOP/s of a ``size``-square product per precision."""
+def _best_s(fn, rounds: int = 4) -> float:
     import math
 
+    fn()
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_child(task: dict[str, Any]) -> dict[str, Any]:
+    """Per precision: the best ``torch.mm`` TFLOP/s of a ``size``-square product and of the
+    workload's q/k/v projection (``rows x dim @ dim x 3 dim``), and under ``"attention"`` the
+    SDPA kernel's TFLOP/s on one layer's attention as the ``sdpa`` backend calls it under the
+    ``zorro`` rule (``blocks = (n_a, n_f, n_v)``: audio on audio, fusion on every token, video
+    on video; views of a fused ``(b, n, 3, h, d)`` projection, nothing assembled around the
+    calls): ``forward`` under ``no_grad``, ``train`` forward + backward counted as 3x the
+    forward's FLOPs (the MFU convention)."""
     import torch
+    import torch.nn.functional as F
 
     size = task.get("size", 2048)
-    res = {}
+    n_a, n_f, n_v = task["blocks"]
+    n = n_a + n_f + n_v
+    heads, dim_head = MODEL_KW["heads"], MODEL_KW["dim_head"]
+    attn_flops = 4.0 * BATCH * heads * dim_head * allowed_pairs(n_a, n_f, n_v)
+    spans = ((slice(0, n_a), slice(0, n_a)), (slice(n_a, n_a + n_f), slice(0, n)), (slice(n_a + n_f, n), slice(n_a + n_f, n)))
+    res: dict[str, Any] = {"attention": {}}
     for name in task["precisions"]:
         dtype = torch.bfloat16 if name == "bf16" else torch.float32
-        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-        torch.mm(a, b)
-        best = math.inf
-        for _ in range(4):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        res[name] = 2.0 * size**3 / best / 1e12
+        rates = []
+        for m, k, c in ((size, size, size), (task.get("rows", size), MODEL_KW["dim"], 3 * MODEL_KW["dim"])):
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, c).to(dtype)
+            rates.append(2.0 * m * k * c / _best_s(lambda: torch.mm(a, b), rounds=6) / 1e12)
+        res[name] = max(rates)
+        qkv = torch.randn(BATCH, n, 3, heads, dim_head, dtype=dtype, requires_grad=True)
+        grads = [torch.randn(BATCH, heads, qs.stop - qs.start, dim_head, dtype=dtype) for qs, _ in spans]
+
+        def attend():
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            return [F.scaled_dot_product_attention(q[:, :, qs], k[:, :, ks], v[:, :, ks], scale=dim_head**-0.5)
+                    for qs, ks in spans]
+
+        def train():
+            torch.autograd.backward(attend(), grads)
+            qkv.grad = None
+
+        with torch.no_grad():
+            fwd = _best_s(attend)
+        res["attention"][name] = {"blocks": [n_a, n_f, n_v], "forward": attn_flops / fwd / 1e12,
+                                  "train": 3 * attn_flops / _best_s(train) / 1e12}
     return res
 
 
@@ -167,8 +233,9 @@ def run_child(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
     try:
         # glibc serves allocations >= 64 KiB with their own mmap and unmaps them on free, so RSS
-        # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0)
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0);
+        # the child sets it back before the timing
+        env = dict(os.environ, **({} if task.get("kind") == "peak" else {"MALLOC_MMAP_THRESHOLD_": "65536"}))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "note": f"no result within {timeout:.0f} s"}
@@ -210,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {facts['cpu']} ({facts['cores']} cores); bf16: {facts['bf16']}" + (f"; {skipped}" if skipped else ""), flush=True)
     started = time.time()
     load_start = os.getloadavg()
-    peaks = run_child({"kind": "peak", "precisions": precisions}, args.timeout)
     lay = layout_for(args.size)
-    fl = forward_flops(lay["n_a"], lay["n_f"], lay["n_v"], batch=BATCH, dim=MODEL_KW["dim"], depth=MODEL_KW["depth"],
-                       heads=MODEL_KW["heads"], dim_head=MODEL_KW["dim_head"])["total"]
+    peak_task = {"kind": "peak", "precisions": precisions, "blocks": [lay["n_a"], lay["n_f"], lay["n_v"]], "rows": BATCH * lay["n"]}
+    peaks = run_child(peak_task, args.timeout)
+    parts = forward_flops(lay["n_a"], lay["n_f"], lay["n_v"], batch=BATCH, dim=MODEL_KW["dim"], depth=MODEL_KW["depth"],
+                          heads=MODEL_KW["heads"], dim_head=MODEL_KW["dim_head"])
+    fl = parts["total"]
     rows = []
     for prec in precisions:
         for mode in args.modes:
@@ -229,22 +298,30 @@ def main(argv: list[str] | None = None) -> int:
                         row.update(seed_s=statistics.median(res["times"]["seed"]), ours_s=statistics.median(res["times"]["ours"]),
                                    peak_mib=res.get("peak_mib"), seed_peak_mib=res.get("seed_peak_mib"),
                                    first_call_s=res.get("first_call_s"), max_abs_diff=res.get("max_abs_diff"), times=res["times"])
-                        flops = fl * (3 if mode == "train" else 1)
-                        if peaks.get(prec):
-                            row["mfu"] = flops / row["ours_s"] / 1e12 / peaks[prec]
                     else:
                         row["note"] = res.get("note", res.get("status"))
                     rows.append(row)
                     print(f"  {prec} {mode} {backend} compiled={compiled}: "
                           + (f"seed {row['seed_s'] * 1e3:.0f} ms, ours {row['ours_s'] * 1e3:.0f} ms" if "ours_s" in row else row.get("note", ""))
                           + f"  [{time.time() - t0:.0f} s]", flush=True)
+    # the machine's best: the peaks measured before and after the rows, the higher of each
+    peaks = best_rates(peaks, run_child(peak_task, args.timeout))
+    attention = peaks.get("attention", {})
+    for row in rows:
+        prec, mode = row["precision"], row["mode"]
+        if row.get("ours_s") and peaks.get(prec):
+            row["mfu"] = fl * (3 if mode == "train" else 1) / row["ours_s"] / 1e12 / peaks[prec]
+            if row["backend"] == "sdpa" and prec in attention:
+                row["floor_s"] = floor_s(parts, mode, peaks[prec], attention[prec])
     workload = (f"n = {lay['n']} tokens ({lay['n_a']} audio + {lay['n_f']} fusion + {lay['n_v']} video), batch {BATCH}, "
                 f"dim {MODEL_KW['dim']}, depth {MODEL_KW['depth']}, {MODEL_KW['heads']} heads x {MODEL_KW['dim_head']}; "
                 f"median of {args.repeats} interleaved rounds; load average {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print()
-    print(format_report(facts, rows, peaks={k: v for k, v in peaks.items() if isinstance(v, float)}, workload=workload, skipped=skipped))
+    print(format_report(facts, rows, peaks={k: v for k, v in peaks.items() if isinstance(v, float)}, workload=workload,
+                        skipped=skipped, attention=attention, attention_share=parts["attention"] / fl))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": facts, "peaks_tflops": peaks, "workload": workload, "flops_forward": fl,
+                                    "flops_forward_parts": parts,
                                     "rows": rows, "elapsed_s": time.time() - started}, indent=1))
     print(f"\nwrote {args.out} in {time.time() - started:.0f} s")
     return 0

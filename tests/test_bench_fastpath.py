@@ -56,3 +56,34 @@ def test_report_names_the_cpu_first_and_gives_ratios_and_notes():
     assert "2.50x" in forward and "54%" in forward and "101" in forward and " yes " in forward
     train = next(line for line in lines if "train" in line)
     assert train.endswith("ValueError: no CPU backward") and " - " in train
+
+
+def test_floor_puts_attention_at_its_kernel_rate_and_the_rest_at_the_matmul_peak():
+    flops = {"attention": 2e12, "total": 6e12}
+    # forward: 2 TFLOP at 0.5 TFLOP/s + 4 TFLOP at 2 TFLOP/s
+    assert fastpath.floor_s(flops, "forward", 2.0, {"forward": 0.5, "train": 0.25}) == 4.0 + 2.0
+    # training counts 3x the forward's FLOPs, attention at its forward + backward rate
+    assert fastpath.floor_s(flops, "train", 2.0, {"forward": 0.5, "train": 0.25}) == 24.0 + 6.0
+
+
+def test_report_gives_the_attention_kernel_rate_against_the_matmul_peak():
+    facts = dict(fastpath.cpu_facts(CPUINFO), cores=2)
+    rows = [{"precision": "bf16", "mode": "forward", "backend": "sdpa", "compiled": False, "seed_s": 1.6, "ours_s": 0.8,
+             "mfu": 0.53, "floor_s": 0.7, "peak_mib": 69.0}]
+    attention = {"bf16": {"blocks": [664, 16, 1568], "forward": 0.1, "train": 0.08}}
+    text = fastpath.format_report(facts, rows, peaks={"bf16": 0.4}, workload="n = 2248", attention=attention,
+                                  attention_share=0.27)
+    lines = text.splitlines()
+    assert lines[2] == ("attention kernel (sdpa: one layer's 3 calls, 664 / 16 / 1568 query tokens), TFLOP/s: bf16 forward 0.100 (25% of mm), "
+                        "training 0.080 (20% of mm); attention is 27% of the forward FLOPs")
+    assert lines[3] == "workload: n = 2248"
+    row = lines[-1]
+    assert "2.00x" in row and "53%" in row and " 700 " in row and row.rstrip().endswith("69")
+
+
+def test_best_rates_keeps_the_higher_of_each_peak_and_ignores_a_failed_run():
+    start = {"fp32": 0.1, "bf16": 0.4, "attention": {"bf16": {"blocks": [664, 16, 1568], "forward": 0.10, "train": 0.09}}}
+    end = {"fp32": 0.2, "bf16": 0.2, "attention": {"bf16": {"blocks": [664, 16, 1568], "forward": 0.14, "train": 0.05}}}
+    best = fastpath.best_rates(start, end, {"status": "timeout", "note": "no result"})
+    assert best == {"fp32": 0.2, "bf16": 0.4, "attention": {"bf16": {"blocks": [664, 16, 1568], "forward": 0.14, "train": 0.09}}}
+    assert start["attention"]["bf16"]["forward"] == 0.10  # inputs untouched

@@ -172,6 +172,32 @@ def test_sincos_grid_values():
     assert odd.shape == (8, 10) and odd[:, 6:].abs().sum() == 0 and odd[:, :6].abs().sum() > 0
 
 
+@pytest.mark.filterwarnings("ignore:audio features of shape")
+def test_position_tables_are_built_once_per_grid_and_dtype(monkeypatch):
+    import zorro.modalities.base as base
+
+    calls = []
+    real = base.sincos_grid
+    monkeypatch.setattr(base, "sincos_grid", lambda grid, dim, **kw: calls.append(tuple(grid)) or real(grid, dim, **kw))
+    model = make()
+    a, v = inputs()
+    with torch.inference_mode():
+        first = model(audio=a, video=v)
+    assert len(calls) == 2  # the audio and the video grid
+    model(audio=a, video=v)
+    assert len(calls) == 2  # same sizes: the cached tables (made under inference_mode, usable here)
+    model.train()
+    model(audio=a, video=v).sum().backward()  # a cached table in a training step
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(audio=a, video=v)
+        model(audio=a, video=v)
+    assert len(calls) == 4  # one more table per grid for the other dtype, built once
+    model(audio=a[:, : a.shape[1] // 2], video=v)
+    assert len(calls) == 5 and calls[-1] != calls[0]  # a shorter clip: a new audio grid
+    torch.testing.assert_close(model(audio=a, video=v), first)
+
+
 def test_encode_names_and_grids():
     model = make()
     a, v = inputs()

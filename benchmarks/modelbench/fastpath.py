@@ -50,32 +50,78 @@ def precisions_to_run(capability: str, requested: Iterable[str] | None = None) -
     return ["fp32", "bf16"], None
 
 
+def best_rates(*runs: dict[str, Any]) -> dict[str, Any]:
+    """The higher of each rate over several peak measurements (``{"fp32": TFLOP/s, ...,
+    "attention": {"fp32": {"forward": ..., "train": ..., "blocks": [...]}}}``); a run that failed
+    (no rates) is ignored."""
+    best: dict[str, Any] = {"attention": {}}
+    for run in runs:
+        for key, value in run.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                best[key] = max(best.get(key, 0.0), float(value))
+        for prec, rates in (run.get("attention") or {}).items():
+            mine = best["attention"].setdefault(prec, dict(rates))
+            for key in ("forward", "train"):
+                mine[key] = max(mine[key], rates[key])
+    return best
+
+
+def floor_s(flops: dict[str, float], mode: str, mm_tflops: float, attention: dict[str, float]) -> float:
+    """The least time a step can take on this machine with this attention kernel: the
+    attention FLOPs at the SDPA kernel's measured rate, every other FLOP at the ``torch.mm``
+    peak (training counts 3x the forward's FLOPs)."""
+    k = 3 if mode == "train" else 1
+    attn = flops["attention"] * k / (attention[mode] * 1e12)
+    return attn + (flops["total"] - flops["attention"]) * k / (mm_tflops * 1e12)
+
+
 def _num(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-HEADER = ("precision", "mode", "backend", "compiled", "seed ms", "ours ms", "seed/ours", "MFU", "peak MiB", "note")
+HEADER = ("precision", "mode", "backend", "compiled", "seed ms", "ours ms", "seed/ours", "MFU", "floor ms", "peak MiB",
+          "note")
 
 
 def format_row(row: dict[str, Any]) -> tuple[str, ...]:
     """One table row from a measurement dict (keys: ``precision, mode, backend, compiled``,
-    and when it ran ``seed_s, ours_s, mfu, peak_mib``; else ``note``)."""
-    seed, ours = row.get("seed_s"), row.get("ours_s")
+    and when it ran ``seed_s, ours_s, mfu, peak_mib`` and for ``sdpa`` ``floor_s``; else
+    ``note``)."""
+    seed, ours, floor = row.get("seed_s"), row.get("ours_s"), row.get("floor_s")
     ratio = seed / ours if seed and ours else None
     return (row["precision"], row["mode"], row["backend"], "yes" if row["compiled"] else "no",
             _num(seed * 1e3 if seed else None, ".0f"), _num(ours * 1e3 if ours else None, ".0f"),
             _num(ratio, ".2f") + ("x" if ratio else ""), _num(row["mfu"] * 100 if row.get("mfu") else None, ".0f") + ("%" if row.get("mfu") else ""),
-            _num(row.get("peak_mib"), ".0f"), row.get("note", ""))
+            _num(floor * 1e3 if floor else None, ".0f"), _num(row.get("peak_mib"), ".0f"), row.get("note", ""))
+
+
+def format_attention(attention: dict[str, dict[str, float]], peaks: dict[str, float], share: float | None = None) -> str:
+    """One line: the SDPA kernel's TFLOP/s per precision (forward; forward + backward) on one
+    layer's calls (``blocks``: their query counts) and its fraction of that precision's matmul
+    peak; ``share``: attention's part of the forward FLOPs."""
+    parts = []
+    for prec, rate in attention.items():
+        peak = peaks.get(prec)
+        frac = (lambda x: f" ({x / peak:.0%} of mm)") if peak else (lambda x: "")
+        parts.append(f"{prec} forward {rate['forward']:.3f}{frac(rate['forward'])}, training {rate['train']:.3f}{frac(rate['train'])}")
+    blocks = next(iter(attention.values()))["blocks"]
+    head = f"attention kernel (sdpa: one layer's {len(blocks)} calls, {' / '.join(map(str, blocks))} query tokens), TFLOP/s: "
+    tail = f"; attention is {share:.0%} of the forward FLOPs" if share is not None else ""
+    return head + "; ".join(parts) + tail
 
 
 def format_report(facts: dict[str, Any], rows: list[dict[str, Any]], *, peaks: dict[str, float], workload: str,
-                  skipped: str | None = None) -> str:
-    """The printed report: the machine and its bf16 capability first, then one row per
-    measurement (ratios are seed time / our time, from the same process, interleaved)."""
+                  skipped: str | None = None, attention: dict[str, dict[str, float]] | None = None,
+                  attention_share: float | None = None) -> str:
+    """The printed report: the machine and its bf16 capability first, the matmul peak and
+    the attention kernel's rate, then one row per measurement (ratios are seed time / our
+    time, from the same process, interleaved; ``floor ms``: :func:`floor_s`)."""
     lines = [f"CPU: {facts['cpu']} ({facts.get('cores', '?')} cores); bf16: {facts['bf16']}"
              + (f" (flags: {' '.join(facts['flags'])})" if facts.get("flags") else ""),
-             "matmul peak: " + ", ".join(f"{p} {v:.3f} TFLOP/s" for p, v in peaks.items()),
-             f"workload: {workload}"]
+             "matmul peak: " + ", ".join(f"{p} {v:.3f} TFLOP/s" for p, v in peaks.items())]
+    if attention:
+        lines.append(format_attention(attention, peaks, attention_share))
+    lines.append(f"workload: {workload}")
     if skipped:
         lines.append(f"NOTE: {skipped}")
     table = [HEADER] + [format_row(r) for r in rows]

@@ -72,17 +72,29 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _HEAP_STEADY_STATE = {_M_MMAP_THRESHOLD: 32 * 1024 * 1024, _M_TRIM_THRESHOLD: 64 * 1024 * 1024}
 
 
-def _malloc_default_steady_state() -> None:
-    """Let glibc keep freed blocks of up to 32 MiB in its heap again (undoes the child's
-    ``MALLOC_MMAP_THRESHOLD_``); nothing where the C library is not glibc."""
+def _mallopt(settings: dict[int, int]) -> None:
+    """glibc's ``mallopt(param, value)`` for each item; nothing where the C library is not glibc."""
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
-        for param, value in _HEAP_STEADY_STATE.items():
+        for param, value in settings.items():
             libc.mallopt(param, value)
     except (OSError, AttributeError):
         pass
+
+
+def _malloc_default_steady_state() -> None:
+    """Let glibc keep freed blocks of up to 32 MiB in its heap again (undoes
+    ``MALLOC_MMAP_THRESHOLD_`` and :func:`_malloc_every_block_mapped`)."""
+    _mallopt(_HEAP_STEADY_STATE)
+
+
+def _malloc_every_block_mapped() -> None:
+    """From now on glibc serves every allocation >= 64 KiB with its own mmap and unmaps it on
+    free, so RSS follows the live tensors (what ``MALLOC_MMAP_THRESHOLD_=65536`` does from a
+    process's start; the benchmark sets both)."""
+    _mallopt({_M_MMAP_THRESHOLD: 65536})
 
 
 def _peak_step_mib(step) -> float | None:
@@ -110,6 +122,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     from zorro.reference import DenseZorro
 
     warnings.filterwarnings("ignore")
+    _malloc_every_block_mapped()  # for the memory measurement; set back before the timing
     lay = layout_for(task["n"])
     torch.manual_seed(0)
     seed = DenseZorro(**MODEL_KW)

@@ -1,9 +1,10 @@
-"""The fast-path benchmark's report: bf16 detection from /proc/cpuinfo and the printed table
-(no timing here)."""
+"""The fast-path benchmark: bf16 detection from /proc/cpuinfo, the printed table, the floor,
+and one small run of each kind of child (their results' shape, not their speed)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -87,3 +88,23 @@ def test_best_rates_keeps_the_higher_of_each_peak_and_ignores_a_failed_run():
     best = fastpath.best_rates(start, end, {"status": "timeout", "note": "no result"})
     assert best == {"fp32": 0.2, "bf16": 0.4, "attention": {"bf16": {"blocks": [664, 16, 1568], "forward": 0.14, "train": 0.09}}}
     assert start["attention"]["bf16"]["forward"] == 0.10  # inputs untouched
+
+
+def _bench_module():
+    return importlib.import_module("bench_fastpath")
+
+
+def test_peak_child_measures_the_matmul_and_one_layers_attention_calls():
+    res = _bench_module().peak_child({"precisions": ["fp32"], "blocks": [8, 2, 16], "rows": 64, "size": 64})
+    assert res["fp32"] > 0
+    rates = res["attention"]["fp32"]
+    assert rates["blocks"] == [8, 2, 16] and rates["forward"] > 0 and rates["train"] > 0
+
+
+def test_child_times_seed_and_ours_and_measures_memory_before_the_timing():
+    out = _bench_module().child({"n": 600, "precision": "fp32", "mode": "train", "backend": "sdpa", "compiled": False,
+                                 "warmup": 1, "repeats": 2})
+    assert out["max_abs_diff"] < 1e-4  # the seed and ours compute one function
+    assert len(out["times"]["seed"]) == len(out["times"]["ours"]) == 2
+    if os.access("/proc/self/clear_refs", os.W_OK):  # the RSS high-water mark can be reset
+        assert out["peak_mib"] > 0 and out["seed_peak_mib"] > 0

@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,18 +51,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from modelbench.childproc import best_seconds, emit_result, reset_peak_rss, rss_kib, run_script  # noqa: E402
 from modelbench.fastpath import best_rates, cpu_facts, floor_s, format_report, precisions_to_run  # noqa: E402
 from modelbench.workload import BATCH, MODEL_KW, SIZES, VIDEO_HW, allowed_pairs, forward_flops, layout_for  # noqa: E402
 
 BACKENDS = ("sdpa", "flex", "eager")
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 #: glibc's ``mallopt`` parameter numbers of the trim and mmap thresholds, and the values its
@@ -102,14 +94,11 @@ def _peak_step_mib(step) -> float | None:
     import gc
 
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
+    if not reset_peak_rss():
         return None
-    base = _rss_kib("VmRSS")
+    base = rss_kib("VmRSS")
     step()
-    return max(0.0, (_rss_kib("VmHWM") - base) / 1024)
+    return max(0.0, (rss_kib("VmHWM") - base) / 1024)
 
 
 def child(task: dict[str, Any]) -> dict[str, Any]:
@@ -185,18 +174,6 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _best_s(fn, rounds: int = 4) -> float:
-    import math
-
-    fn()
-    best = math.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def peak_child(task: dict[str, Any]) -> dict[str, Any]:
     """Per precision: the best ``torch.mm`` TFLOP/s of a ``size``-square product and of the
     workload's q/k/v projection (``rows x dim @ dim x 3 dim``), and under ``"attention"`` the
@@ -220,7 +197,7 @@ def peak_child(task: dict[str, Any]) -> dict[str, Any]:
         rates = []
         for m, k, c in ((size, size, size), (task.get("rows", size), MODEL_KW["dim"], 3 * MODEL_KW["dim"])):
             a, b = torch.randn(m, k).to(dtype), torch.randn(k, c).to(dtype)
-            rates.append(2.0 * m * k * c / _best_s(lambda: torch.mm(a, b), rounds=6) / 1e12)
+            rates.append(2.0 * m * k * c / best_seconds(lambda: torch.mm(a, b), rounds=6) / 1e12)
         res[name] = max(rates)
         qkv = torch.randn(BATCH, n, 3, heads, dim_head, dtype=dtype, requires_grad=True)
         grads = [torch.randn(BATCH, heads, qs.stop - qs.start, dim_head, dtype=dtype) for qs, _ in spans]
@@ -235,30 +212,25 @@ def peak_child(task: dict[str, Any]) -> dict[str, Any]:
             qkv.grad = None
 
         with torch.no_grad():
-            fwd = _best_s(attend)
+            fwd = best_seconds(attend)
         res["attention"][name] = {"blocks": [n_a, n_f, n_v], "forward": attn_flops / fwd / 1e12,
-                                  "train": 3 * attn_flops / _best_s(train) / 1e12}
+                                  "train": 3 * attn_flops / best_seconds(train) / 1e12}
     return res
 
 
 def run_child(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     """``task`` in a fresh interpreter; its JSON result, or a status saying why there is none."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
-    try:
-        # glibc serves allocations >= 64 KiB with their own mmap and unmaps them on free, so RSS
-        # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0);
-        # the child sets it back before the timing
-        env = dict(os.environ, **({} if task.get("kind") == "peak" else {"MALLOC_MMAP_THRESHOLD_": "65536"}))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    # glibc serves allocations >= 64 KiB with their own mmap and unmaps them on free, so RSS
+    # follows the live tensors (else a step reuses the heap freed by the warm-up: peak ~0);
+    # the child sets it back before the timing
+    env = None if task.get("kind") == "peak" else {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    run = run_script(Path(__file__), task, timeout, env, tail_lines=1)
+    if run.returncode is None:
         return {"status": "timeout", "note": f"no result within {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("@@RESULT@@"):
-            res = json.loads(line[len("@@RESULT@@"):])
-            res.setdefault("status", "ok")
-            return res
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-    return {"status": "error", "note": f"exit {proc.returncode}: {tail[0][:160]}"}
+    if run.result is not None:
+        run.result.setdefault("status", "ok")
+        return run.result
+    return {"status": "error", "note": f"exit {run.returncode}: {(run.tail or [''])[0][:160]}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         task = json.loads(args.child)
         res = peak_child(task) if task.get("kind") == "peak" else child(task)
-        print("@@RESULT@@" + json.dumps(res), flush=True)
+        emit_result(res)
         return 0
     if args.size not in SIZES:
         ap.error(f"--size must be one of {sorted(SIZES)}")

@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +61,7 @@ if str(HERE) not in sys.path:  # the modelbench package beside this file (also w
 from modelbench.children import (  # noqa: E402  (re-exported: tests and notebooks use them from here)
     PROFILE_CATEGORIES, categorize, child_demo, child_main, child_memory, child_peak, child_profile, child_time,
 )
+from modelbench.childproc import run_script  # noqa: E402
 from modelbench.report import evaluate_goals, machine_info, make_plot, print_table, _fmt  # noqa: E402
 from modelbench.workload import (  # noqa: E402
     BATCH, DEMO_DEFAULT, DEMO_INPUT_KEYS, GIB, MAIN_N, MODEL_KW, SAMPLE_RATE, SIZES, VIDEO_HW, allowed_pairs,
@@ -78,20 +78,14 @@ MEMORY_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 def run_child(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run ``task`` in a fresh interpreter; returns its result or ``{"status": "error", ...}``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)]
-    env = dict(os.environ, **(MEMORY_CHILD_ENV if task["kind"] == "memory" else {}))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    run = run_script(Path(__file__), task, timeout, MEMORY_CHILD_ENV if task["kind"] == "memory" else None)
+    if run.returncode is None:
         return {"status": "timeout", "error": f"no result within {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("@@RESULT@@"):
-            out = json.loads(line[len("@@RESULT@@"):])
-            out.setdefault("status", "ok")
-            return out
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    killed = proc.returncode < 0 or proc.returncode == 137
-    return {"status": "oom" if killed else "error", "returncode": proc.returncode, "error": " | ".join(tail)[-400:]}
+    if run.result is not None:
+        run.result.setdefault("status", "ok")
+        return run.result
+    killed = run.returncode < 0 or run.returncode == 137
+    return {"status": "oom" if killed else "error", "returncode": run.returncode, "error": " | ".join(run.tail)[-400:]}
 
 
 def parse_demo_config(text: str | None) -> dict[str, Any]:

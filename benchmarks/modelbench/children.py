@@ -4,23 +4,13 @@ another. :func:`child_main` runs one task and prints its JSON result as the last
 
 from __future__ import annotations
 
-import json
-import math
 import resource
 import statistics
 import time
 from typing import Any
 
+from .childproc import best_seconds, emit_result, reset_peak_rss, rss_kib
 from .workload import BATCH, DEMO_INPUT_KEYS, MODEL_KW, SIZES, VIDEO_HW, layout_for
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # fallback (KiB on Linux)
-    return int(ru)
 
 
 def _build(n_nominal: int, which: tuple[str, ...], seed: int = 0):
@@ -117,16 +107,6 @@ def child_time(task: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs``); False if not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child_memory(task: dict[str, Any]) -> dict[str, Any]:
     """One step of one model; peak RSS above the baseline (MiB).
 
@@ -152,8 +132,8 @@ def child_memory(task: dict[str, Any]) -> dict[str, Any]:
     _step_fn(models[task["model"]], audio, video, task["precision"], task["mode"])()
     del models, audio, video
     gc.collect()
-    reset = _reset_peak_rss()
-    base, base_file = _rss_kib("VmRSS"), _rss_kib("RssFile")
+    reset = reset_peak_rss()
+    base, base_file = rss_kib("VmRSS"), rss_kib("RssFile")
     try:
         models, audio, video = _build(task["n"], (task["model"],))
         step = _step_fn(models[task["model"]], audio, video, task["precision"], task["mode"])
@@ -162,10 +142,10 @@ def child_memory(task: dict[str, Any]) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
     except (RuntimeError, MemoryError) as err:
         if "alloc" in str(err).lower() or isinstance(err, MemoryError):
-            return {"status": "oom", "error": str(err).splitlines()[0][:200], "peak_mib": (_rss_kib("VmHWM") - base) / 1024}
+            return {"status": "oom", "error": str(err).splitlines()[0][:200], "peak_mib": (rss_kib("VmHWM") - base) / 1024}
         raise
-    return {"status": "ok", "peak_mib": (_rss_kib("VmHWM") - base) / 1024, "step_s": elapsed,
-            "file_mib": (_rss_kib("RssFile") - base_file) / 1024, "warmed_up_at": warm, "peak_reset": reset}
+    return {"status": "ok", "peak_mib": (rss_kib("VmHWM") - base) / 1024, "step_s": elapsed,
+            "file_mib": (rss_kib("RssFile") - base_file) / 1024, "warmed_up_at": warm, "peak_reset": reset}
 
 
 def child_peak(task: dict[str, Any]) -> dict[str, Any]:
@@ -183,13 +163,7 @@ def child_peak(task: dict[str, Any]) -> dict[str, Any]:
             continue
         a = torch.randn(size, size).to(dtype)
         b = torch.randn(size, size).to(dtype)
-        torch.mm(a, b)
-        best = math.inf
-        for _ in range(task.get("repeats", 4)):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        out[name] = 2.0 * size**3 / best / 1e12
+        out[name] = 2.0 * size**3 / best_seconds(lambda: torch.mm(a, b), task.get("repeats", 4)) / 1e12
     return out
 
 
@@ -345,5 +319,4 @@ def child_main(task: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (int(cap), int(cap)))
     kind = task["kind"]
     fn = {"time": child_time, "memory": child_memory, "peak": child_peak, "demo": child_demo, "profile": child_profile}[kind]
-    out = fn(task)
-    print("@@RESULT@@" + json.dumps(out))
+    emit_result(fn(task))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 __all__ = ["Segment", "SegmentRow", "segment_meta", "Dropped", "DroppedRows", "ParseResult", "AnnotationReader",
-           "check_on_error", "ON_ERROR"]
+           "check_on_error", "ON_ERROR", "check_folds", "ClassIndex"]
 
 #: what a parser does with a row it cannot use: raise ``ValueError`` or drop and count it
 ON_ERROR = ("raise", "skip")
@@ -33,6 +33,43 @@ def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     return on_error
+
+
+def check_folds(folds: tuple[int, ...] | None, allowed: tuple[int, ...]) -> None:
+    """Validate a ``folds`` selection: None (every fold) or a non-empty subset of ``allowed``."""
+    if folds is not None and (not folds or any(f not in allowed for f in folds)):
+        raise ValueError(f"folds must be a non-empty subset of {allowed}, got {folds!r}")
+
+
+class ClassIndex:
+    """The classes of a file whose rows name each class twice, by an integer id and by a name
+    (ESC-50's ``target``/``category``, UrbanSound8K's ``classID``/``class``).
+
+    Args:
+        id_column, name_column: the two columns' names, for the messages.
+    """
+
+    def __init__(self, id_column: str, name_column: str) -> None:
+        self.id_column, self.name_column = id_column, name_column
+        self.name_of: dict[int, str] = {}
+        self._id_of: dict[str, int] = {}
+
+    def add(self, path: Path, line: int, class_id: int, name: str) -> None:
+        """Record row ``line``'s pair; ``ValueError`` when it contradicts an earlier row (the id
+        named otherwise, or the name with another id)."""
+        known_name, known_id = self.name_of.setdefault(class_id, name), self._id_of.setdefault(name, class_id)
+        if known_name != name or known_id != class_id:
+            i, n = self.id_column, self.name_column
+            raise ValueError(f"{path}:{line}: {i} {class_id} / {n} {name!r} contradicts earlier rows "
+                             f"({i} {class_id} is {known_name!r}, {name!r} is {i} {known_id})")
+
+    def labels(self, path: Path, ids_must: str, missing_ids: str) -> list[str]:
+        """The names in id order; ``ValueError`` unless the ids are ``0..C-1`` with every class
+        present (``"{ids_must} must be 0..C-1 ...; missing {missing_ids} [...]"``)."""
+        if sorted(self.name_of) != list(range(len(self.name_of))):
+            missing = sorted(set(range(max(self.name_of) + 1)) - set(self.name_of))[:5]
+            raise ValueError(f"{path}: {ids_must} must be 0..C-1 with every class present; missing {missing_ids} {missing}")
+        return [self.name_of[c] for c in range(len(self.name_of))]
 
 
 @dataclass(frozen=True)

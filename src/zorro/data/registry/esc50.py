@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from zorro.data.annotations.records import AnnotationReader, ParseResult, SegmentRow, check_on_error
+from zorro.data.annotations.records import AnnotationReader, ClassIndex, ParseResult, SegmentRow, check_folds, check_on_error
 from zorro.data.registry import DatasetSpec, Protocol
 
 logger = logging.getLogger(__name__)
@@ -49,10 +49,7 @@ class ESC50(AnnotationReader):
     def __init__(self, path: str | Path, *, folds: tuple[int, ...] | None = None, esc10: bool = False,
                  on_error: str = "raise") -> None:
         check_on_error(on_error)
-        if folds is not None:
-            bad_folds = [f for f in folds if f not in ESC50_FOLDS]
-            if bad_folds or not folds:
-                raise ValueError(f"folds must be a non-empty subset of {ESC50_FOLDS}, got {folds!r}")
+        check_folds(folds, ESC50_FOLDS)
         self.path = Path(path)
         super().__init__([str(self.path)], on_error)
         self.folds = folds
@@ -65,8 +62,7 @@ class ESC50(AnnotationReader):
 
     def _rows(self) -> Iterator[SegmentRow]:
         path, dropped, source = self.path, self.dropped, str(self.path)
-        name_of: dict[int, str] = {}
-        target_of: dict[str, int] = {}
+        classes = ClassIndex("target", "category")
         esc10_targets: set[int] = set()
         usable = 0
         for line, row in self._headed_csv_rows(path, ESC50_HEADER, "ESC-50", "meta file"):
@@ -82,12 +78,7 @@ class ESC50(AnnotationReader):
             if raw_esc10 not in ("True", "False"):
                 dropped(path, line, "malformed row", f"esc10 must be True or False, got {raw_esc10!r}")
                 continue
-            known_name, known_target = name_of.setdefault(target, category), target_of.setdefault(category, target)
-            if known_name != category or known_target != target:
-                raise ValueError(
-                    f"{path}:{line}: target {target} / category {category!r} contradicts earlier rows "
-                    f"(target {target} is {known_name!r}, {category!r} is target {known_target})"
-                )
+            classes.add(path, line, target, category)
             usable += 1
             is_esc10 = raw_esc10 == "True"
             if is_esc10:
@@ -105,12 +96,9 @@ class ESC50(AnnotationReader):
         if self.esc10:
             if not esc10_targets:
                 raise ValueError(f"{path}: no row is marked esc10=True")
-            self._labels = [name_of[t] for t in sorted(esc10_targets)]
+            self._labels = [classes.name_of[t] for t in sorted(esc10_targets)]
         else:
-            if sorted(name_of) != list(range(len(name_of))):
-                missing = sorted(set(range(max(name_of) + 1)) - set(name_of))[:5]
-                raise ValueError(f"{path}: targets must be 0..C-1 with every class present; missing targets {missing}")
-            self._labels = [name_of[t] for t in range(len(name_of))]
+            self._labels = classes.labels(path, "targets", "targets")
 
 
 def read_esc50(path: str | Path, *, folds: tuple[int, ...] | None = None, esc10: bool = False, on_error: str = "raise") -> ParseResult:

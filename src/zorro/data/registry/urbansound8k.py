@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from zorro.data.annotations.records import AnnotationReader, ParseResult, SegmentRow, check_on_error
+from zorro.data.annotations.records import AnnotationReader, ClassIndex, ParseResult, SegmentRow, check_folds, check_on_error
 from zorro.data.registry import DatasetSpec, Protocol
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class UrbanSound8K(AnnotationReader):
 
     def __init__(self, path: str | Path, *, folds: tuple[int, ...] | None = None, on_error: str = "raise") -> None:
         check_on_error(on_error)
-        if folds is not None and (not folds or any(f not in URBANSOUND8K_FOLDS for f in folds)):
-            raise ValueError(f"folds must be a non-empty subset of {URBANSOUND8K_FOLDS}, got {folds!r}")
+        check_folds(folds, URBANSOUND8K_FOLDS)
         self.path = Path(path)
         super().__init__([str(self.path)], on_error)
         self.folds = folds
@@ -67,8 +66,7 @@ class UrbanSound8K(AnnotationReader):
 
     def _rows(self) -> Iterator[SegmentRow]:
         path, dropped, source = self.path, self.dropped, str(self.path)
-        name_of: dict[int, str] = {}
-        id_of: dict[str, int] = {}
+        classes = ClassIndex("classID", "class")
         usable = 0
         for line, row in self._headed_csv_rows(path, URBANSOUND8K_HEADER, "UrbanSound8K", "metadata file"):
             filename, fs_id, raw_start, raw_end, raw_salience, raw_fold, raw_class_id, name = row
@@ -83,12 +81,7 @@ class UrbanSound8K(AnnotationReader):
                 dropped(path, line, "malformed row",
                         f"need a file name, a class, fold in 1..10, classID >= 0 and start < end, got {row!r}")
                 continue
-            known_name, known_id = name_of.setdefault(class_id, name), id_of.setdefault(name, class_id)
-            if known_name != name or known_id != class_id:
-                raise ValueError(
-                    f"{path}:{line}: classID {class_id} / class {name!r} contradicts earlier rows "
-                    f"(classID {class_id} is {known_name!r}, {name!r} is classID {known_id})"
-                )
+            classes.add(path, line, class_id, name)
             usable += 1
             if self.folds is not None and fold not in self.folds:
                 self.filtered["fold not selected"] += 1
@@ -98,10 +91,7 @@ class UrbanSound8K(AnnotationReader):
                                     "freesound_start": fs_start, "freesound_end": fs_end})
         if not usable:
             raise ValueError(f"{path}: no usable row")
-        if sorted(name_of) != list(range(len(name_of))):
-            missing = sorted(set(range(max(name_of) + 1)) - set(name_of))[:5]
-            raise ValueError(f"{path}: classID must be 0..C-1 with every class present; missing classIDs {missing}")
-        self._labels = [name_of[c] for c in range(len(name_of))]
+        self._labels = classes.labels(path, "classID", "classIDs")
 
 
 def read_urbansound8k(path: str | Path, *, folds: tuple[int, ...] | None = None, on_error: str = "raise") -> ParseResult:

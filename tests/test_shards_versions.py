@@ -110,3 +110,15 @@ def test_label_ids_csr_and_vectorised_weights_agree_with_the_lists():
     assert take == [lists[7], lists[5], lists[7]]
     with pytest.raises(ValueError, match="not an int in"):
         balanced_weights(LabelIds.from_lists([[0], [9]]), 9)
+
+
+def test_read_json_or_none_takes_only_a_whole_json_object(tmp_path):
+    from zorro.data.shards.format import read_json_or_none
+
+    cases = {"ok.json": '{"a": 1}', "list.json": "[1, 2]", "half.json": '{"a": ', "bytes.json": b"\xff\xfe"}
+    for name, text in cases.items():
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert read_json_or_none(tmp_path / "ok.json") == {"a": 1}
+    for name in ("list.json", "half.json", "bytes.json", "absent.json"):
+        assert read_json_or_none(tmp_path / name) is None, name
+    assert read_json_or_none(tmp_path) is None  # a folder

@@ -30,6 +30,7 @@ from zorro.data.shards.format import (
     LIST_FILES,
     JsonlWriter,
     parse_shard_file,
+    read_json_or_none,
     write_json_atomic,
 )
 from zorro.fileio import fsync_dir
@@ -173,10 +174,7 @@ def write_dry_run(
     out.mkdir(parents=True, exist_ok=True)
     existing = out / DATASET_JSON
     if existing.is_file():
-        try:
-            old = json.loads(existing.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
+        old = read_json_or_none(existing) or {}
         if not old.get("dry_run", False):
             raise ValueError(f"{str(out)!r} holds a prepared dataset; give the dry run another --out folder")
     if any(parse_shard_file(p.name) for p in out.iterdir()) or (out / PARTS_DIR).exists():
@@ -193,12 +191,8 @@ def write_dry_run(
 
 def read_part_record(out_dir: str | os.PathLike, part: int) -> dict[str, Any] | None:
     """Part ``part``'s record, or None when it has none (not finished) or it is unreadable."""
-    p = Path(out_dir) / PARTS_DIR / part_record_name(part)
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) and obj.get("part") == part else None
+    obj = read_json_or_none(Path(out_dir) / PARTS_DIR / part_record_name(part))
+    return obj if obj is not None and obj.get("part") == part else None
 
 
 def write_part_record(out_dir: str | os.PathLike, record: Mapping[str, Any], lists: Mapping[str, tuple[ListSource, int, int | None]]) -> None:

@@ -74,6 +74,7 @@ from zorro.data.shards.format import (
     iter_list,
     parse_shard_file,
     read_index_head,
+    read_json_or_none,
     sample_key,
     shard_name,
     write_json_atomic,
@@ -534,10 +535,7 @@ def _scan_finished(out: Path, fingerprint: str, settings: dict[str, Any], part: 
             p.unlink()
     existing = out / DATASET_JSON
     if existing.is_file():
-        try:
-            old = json.loads(existing.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
+        old = read_json_or_none(existing) or {}
         if old.get("format_version") == 1:
             raise _older_format(f"{str(out)!r}")
         if old.get("fingerprint") not in (None, fingerprint):
@@ -618,12 +616,8 @@ def _finished_tail(out: Path, fingerprint: str, finished: list[dict[str, Any]], 
     fingerprint lists exactly the finished shards, the unreadable sources after the last shard
     (they are in no index); else None."""
     if part is None:
-        p = out / DATASET_JSON
-        try:
-            old = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if old.get("dry_run") or old.get("format_version") != FORMAT_VERSION:
+        old = read_json_or_none(out / DATASET_JSON)
+        if old is None or old.get("dry_run") or old.get("format_version") != FORMAT_VERSION:
             return None
         entries = lambda: iter_list(out, "unreadable")  # noqa: E731
     else:

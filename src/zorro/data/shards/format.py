@@ -378,6 +378,16 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 
 # -- reading -----------------------------------------------------------------------------
+def read_json_or_none(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when the file is missing, unreadable, not JSON or
+    not an object (for records a run may have left half-written or never written)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def read_index(path: str | os.PathLike) -> dict[str, Any]:
     """Load a shard index (see module doc). Raises ValueError if it is not one."""
     p = Path(path)
